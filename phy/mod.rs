@@ -29,7 +29,7 @@ pub mod pcap;
 pub mod tap;
 
 #[cfg(feature = "full-stack")]
-pub use device::LinkDevice;
+pub use device::{LinkDevice, LinkStats};
 
 /// Largest Ethernet frame a link must carry: 14-byte header + 1500-byte payload (no FCS).
 pub const MAX_FRAME_LEN: usize = 1514;

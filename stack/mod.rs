@@ -1,1 +1,609 @@
-//! (being written)
+//! The full-stack backend: a [`Netdever`] over one smoltcp interface.
+//!
+//! [`Stack`] owns a smoltcp `Interface`, the [`Link`] under it (through
+//! [`LinkDevice`](crate::phy::LinkDevice)), a `SocketSet`, and the shared
+//! [`FdTable`] that maps socket fds onto smoltcp socket handles.
+//!
+//! # Why a socket pool
+//!
+//! smoltcp sockets borrow their buffers for the life of the socket set, and
+//! a TCP socket holds exactly one connection. So every smoltcp socket the
+//! stack will use is created when the stack is built (from a
+//! [`BufferSource`]) and recycled afterwards: `socket()` takes one from the
+//! pool, `close()` gives it back once its connection has finished closing in
+//! the background. A listener with `backlog` N holds N pooled sockets in
+//! LISTEN on its port — smoltcp hands each new SYN to the next socket that is
+//! still listening — so N connections can be pending before the first
+//! `accept`, and `accept` refills the pool behind it.
+//!
+//! # Driving the stack
+//!
+//! Somebody has to call smoltcp's `poll` when frames arrive and timers fire:
+//!
+//! * **std**: [`host::HostStack`] runs a background thread that sleeps on the
+//!   link's receive signal (no lock held) and polls when a frame arrives or
+//!   the next smoltcp timer is due.
+//! * **bare metal**: call [`Stack::poll`] from your main loop or from the
+//!   link's interrupt, and use a [`Platform`] whose `wait` fits (with
+//!   [`SpinPlatform`](crate::platform::SpinPlatform), a blocked socket call
+//!   polls the stack itself until it can proceed).
+//!
+//! Socket calls also poll once right after they change something (queue
+//! data, free window space, open or close a connection), so frames leave at
+//! once instead of at the driver's next wake-up.
+//!
+//! # Locking
+//!
+//! One lock guards all of it, held only while a call touches smoltcp state
+//! (bounded work). Blocked calls wait on the platform's epoch with the lock
+//! released ([`crate::wait`]); every poll that changed socket state advances
+//! the epoch.
+
+mod config;
+mod fd;
+#[cfg(feature = "std")]
+pub mod host;
+mod netdev;
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::socket::{dhcpv4, dns, tcp, udp};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Cidr};
+
+#[cfg(feature = "std")]
+pub use config::HeapResources;
+pub use config::{
+    BufferSource, SliceResources, StackConfig, DNS_QUERIES, INTERNAL_SOCKETS, MAX_TCP_SOCKETS,
+    MAX_UDP_SOCKETS,
+};
+pub use fd::MAX_BACKLOG;
+
+use crate::error::{Error, Result};
+use crate::fdtable::FdTable;
+use crate::netlink::{Event, IpMode, NotifyFn};
+use crate::phy::{Link, LinkDevice};
+use crate::platform::Platform;
+use crate::time::Instant;
+use crate::types::{IpConfig, Ipv4Addr};
+use fd::{Fd, TcpState};
+
+/// How often the link's carrier state is read while polling.
+const LINK_CHECK_MICROS: u64 = 50_000;
+/// First port of the ephemeral range (IANA).
+const EPHEMERAL_START: u16 = 49152;
+
+pub(crate) fn smol_now(now: Instant) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(now.as_micros() as i64)
+}
+
+fn from_smol(i: smoltcp::time::Instant) -> Instant {
+    Instant::from_micros(i.total_micros().max(0) as u64)
+}
+
+/// A [`Netdever`](crate::Netdever) + [`Netlinker`](crate::Netlinker) over smoltcp and a raw-frame [`Link`].
+///
+/// `FDS` is the fd table size (default 16, at most 256).
+pub struct Stack<'a, L: Link, P: Platform, const FDS: usize = 16> {
+    platform: P,
+    inner: lock_api::Mutex<P::RawMutex, Inner<'a, L, FDS>>,
+    driver_active: AtomicBool,
+    limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    tcp: usize,
+    udp: usize,
+    udp_tx_buffer: usize,
+    dns_timeout: core::time::Duration,
+}
+
+pub(crate) struct Inner<'a, L: Link, const FDS: usize> {
+    now: Instant,
+    iface: Interface,
+    dev: LinkDevice<L>,
+    sockets: SocketSet<'a>,
+    fds: FdTable<Fd, FDS>,
+    tcp_free: heapless::Vec<SocketHandle, MAX_TCP_SOCKETS>,
+    tcp_closing: heapless::Vec<SocketHandle, MAX_TCP_SOCKETS>,
+    udp_free: heapless::Vec<SocketHandle, MAX_UDP_SOCKETS>,
+    dns: SocketHandle,
+    dhcp: Option<SocketHandle>,
+    ip: Option<IpConfig>,
+    joined: bool,
+    link_up: bool,
+    up: bool,
+    last_link_check: Option<Instant>,
+    events: heapless::Deque<Event, 8>,
+    notify_fn: Option<NotifyFn>,
+    rng: u64,
+}
+
+impl<'a, L: Link, P: Platform, const FDS: usize> Stack<'a, L, P, FDS> {
+    /// Build a stack on `link`. Socket memory comes from `resources`; the
+    /// RNG seeds TCP initial sequence numbers, DNS ids and ephemeral ports.
+    /// The address mode in `config.ip` is applied at once (DHCP starts
+    /// immediately, a static address is configured).
+    pub fn new(
+        link: L,
+        platform: P,
+        config: &StackConfig,
+        mut resources: impl BufferSource<'a>,
+        rng: &mut impl rand_core::RngCore,
+    ) -> Result<Self> {
+        if config.tcp_sockets == 0
+            || config.tcp_sockets > MAX_TCP_SOCKETS
+            || config.udp_sockets > MAX_UDP_SOCKETS
+            || config.udp_packets == 0
+        {
+            return Err(Error::InvalidArgument);
+        }
+        let mut dev = LinkDevice::new(link);
+        let mac = EthernetAddress(dev.link().hardware_addr());
+        let mut iface_config = Config::new(HardwareAddress::Ethernet(mac));
+        iface_config.random_seed = rng.next_u64();
+        let now = platform.now();
+        let iface = Interface::new(iface_config, &mut dev, smol_now(now));
+
+        let storage = resources
+            .socket_storage(config.socket_storage_len())
+            .ok_or(Error::InvalidArgument)?;
+        let mut sockets = SocketSet::new(storage);
+        let mut tcp_free = heapless::Vec::new();
+        for _ in 0..config.tcp_sockets {
+            let (rx, tx) = resources
+                .tcp(config.tcp_rx_buffer, config.tcp_tx_buffer)
+                .ok_or(Error::InvalidArgument)?;
+            let h = sockets.add(tcp::Socket::new(rx, tx));
+            tcp_free.push(h).map_err(|_| Error::InvalidArgument)?;
+        }
+        let mut udp_free = heapless::Vec::new();
+        for _ in 0..config.udp_sockets {
+            let (rx, tx) = resources
+                .udp(
+                    config.udp_rx_buffer,
+                    config.udp_tx_buffer,
+                    config.udp_packets,
+                )
+                .ok_or(Error::InvalidArgument)?;
+            let h = sockets.add(udp::Socket::new(rx, tx));
+            udp_free.push(h).map_err(|_| Error::InvalidArgument)?;
+        }
+        let queries = resources.dns_queries().ok_or(Error::InvalidArgument)?;
+        let dns = sockets.add(dns::Socket::new(&[], queries));
+
+        let mut inner = Inner {
+            now,
+            iface,
+            dev,
+            sockets,
+            fds: FdTable::new(),
+            tcp_free,
+            tcp_closing: heapless::Vec::new(),
+            udp_free,
+            dns,
+            dhcp: None,
+            ip: None,
+            joined: true,
+            link_up: false,
+            up: false,
+            last_link_check: None,
+            events: heapless::Deque::new(),
+            notify_fn: None,
+            rng: rng.next_u64() | 1,
+        };
+        inner.apply_ip_mode(&config.ip);
+        Ok(Stack {
+            platform,
+            inner: lock_api::Mutex::new(inner),
+            driver_active: AtomicBool::new(false),
+            limits: Limits {
+                tcp: config.tcp_sockets,
+                udp: config.udp_sockets,
+                udp_tx_buffer: config.udp_tx_buffer,
+                dns_timeout: config.dns_timeout,
+            },
+        })
+    }
+
+    /// The platform (clock and waits) this stack runs on.
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    /// Process frames and timers once, deliver link events, and return when
+    /// the stack wants to be polled again (`None`: only when a frame arrives).
+    pub fn poll(&self) -> Option<Instant> {
+        self.with(|g| g.poll_at())
+    }
+
+    /// Tell the stack whether a driver (thread or interrupt) polls it. When
+    /// none does, blocked socket calls poll the stack themselves.
+    pub fn set_driver_active(&self, active: bool) {
+        self.driver_active.store(active, Ordering::Release);
+    }
+
+    /// Counters of the link adapter.
+    pub fn link_stats(&self) -> crate::phy::LinkStats {
+        self.inner.lock().dev.stats()
+    }
+
+    /// Run `f` on the link under the stack lock (to flip test knobs, read counters).
+    pub fn with_link<R>(&self, f: impl FnOnce(&mut L) -> R) -> R {
+        f(self.inner.lock().dev.link_mut())
+    }
+
+    /// The link's receive signal, for a driver thread.
+    #[cfg(feature = "std")]
+    pub fn rx_signal(&self) -> Option<std::sync::Arc<dyn crate::phy::RxSignal>> {
+        self.inner.lock().dev.link().rx_signal()
+    }
+
+    /// Lock, poll, run `f`, poll again to push out what `f` queued, notify
+    /// waiters, unlock, then deliver link events.
+    fn with<R>(&self, f: impl FnOnce(&mut Inner<'a, L, FDS>) -> R) -> R {
+        let (r, events, cb) = {
+            let mut g = self.inner.lock();
+            let now = self.platform.now();
+            g.now = now;
+            let mut changed = false;
+            if !self.driver_active.load(Ordering::Acquire) {
+                changed |= g.poll(now);
+            }
+            let r = f(&mut g);
+            changed |= g.poll(now);
+            if changed {
+                self.platform.notify();
+            }
+            let mut events: heapless::Vec<Event, 8> = heapless::Vec::new();
+            while let Some(e) = g.events.pop_front() {
+                let _ = events.push(e);
+            }
+            (r, events, g.notify_fn)
+        };
+        if let Some(cb) = cb {
+            for e in events {
+                cb(e);
+            }
+        }
+        r
+    }
+
+    /// Like [`Self::with`] for one attempt of a blocking call: when no driver
+    /// polls the stack, a pending attempt asks to be retried when smoltcp's
+    /// next timer is due.
+    fn attempt<T>(
+        &self,
+        f: impl FnOnce(&mut Inner<'a, L, FDS>) -> crate::wait::Attempt<T>,
+    ) -> crate::wait::Attempt<T> {
+        use crate::wait::Attempt;
+        let driven = self.driver_active.load(Ordering::Acquire);
+        let (a, poll_at) = self.with(|g| {
+            let a = f(g);
+            let at = if driven { None } else { g.poll_at() };
+            (a, at)
+        });
+        match a {
+            Attempt::Pending { wake_at } if !driven => {
+                // Nothing else will poll: come back for smoltcp's timers, and
+                // soon regardless, since frames arriving do not notify us.
+                let soon = self.platform.now() + core::time::Duration::from_millis(1);
+                let at = [wake_at, poll_at, Some(soon)].into_iter().flatten().min();
+                Attempt::Pending { wake_at: at }
+            }
+            a => a,
+        }
+    }
+}
+
+impl<'a, L: Link, const FDS: usize> Inner<'a, L, FDS> {
+    /// One smoltcp poll plus the stack's own housekeeping. Returns whether
+    /// socket state may have changed.
+    fn poll(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        let check_link = match self.last_link_check {
+            None => true,
+            Some(t) => now.saturating_since(t).as_micros() as u64 >= LINK_CHECK_MICROS,
+        };
+        if check_link {
+            self.last_link_check = Some(now);
+            let up = self.dev.link_mut().link_up();
+            if up != self.link_up {
+                self.link_up = up;
+                changed = true;
+                if !up {
+                    if let Some(h) = self.dhcp {
+                        // A new link may mean a new network: ask again.
+                        self.sockets.get_mut::<dhcpv4::Socket>(h).reset();
+                        self.set_ip(None);
+                    }
+                }
+            }
+        }
+        if self
+            .iface
+            .poll(smol_now(now), &mut self.dev, &mut self.sockets)
+            == PollResult::SocketStateChanged
+        {
+            changed = true;
+        }
+        if let Some(h) = self.dhcp {
+            let ev = match self.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
+                None => None,
+                Some(dhcpv4::Event::Deconfigured) => Some(None),
+                Some(dhcpv4::Event::Configured(c)) => {
+                    let mut cfg = IpConfig::new(c.address.address(), c.address.prefix_len());
+                    cfg.gateway = c.router;
+                    for s in c.dns_servers.iter().take(3) {
+                        let _ = cfg.dns.push(*s);
+                    }
+                    Some(Some(cfg))
+                }
+            };
+            if let Some(cfg) = ev {
+                self.set_ip(cfg);
+                changed = true;
+            }
+        }
+        changed |= self.housekeeping();
+        let up = self.joined && self.link_up && self.ip.is_some();
+        if up != self.up {
+            self.up = up;
+            if self.events.is_full() {
+                self.events.pop_front();
+            }
+            let _ = self
+                .events
+                .push_back(if up { Event::NetUp } else { Event::NetDown });
+            changed = true;
+        }
+        changed
+    }
+
+    fn poll_at(&mut self) -> Option<Instant> {
+        let now = smol_now(self.now);
+        let at = self.iface.poll_at(now, &self.sockets).map(from_smol);
+        // Keep reading the carrier while the link is up or coming up.
+        let link = self
+            .last_link_check
+            .map(|t| t + core::time::Duration::from_micros(LINK_CHECK_MICROS));
+        [at, link].into_iter().flatten().min()
+    }
+
+    /// Recycle closed sockets, refill listener backlogs, note FINs.
+    fn housekeeping(&mut self) -> bool {
+        let mut changed = false;
+        let mut i = 0;
+        while i < self.tcp_closing.len() {
+            let h = self.tcp_closing[i];
+            if self.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed {
+                self.tcp_closing.swap_remove(i);
+                let _ = self.tcp_free.push(h);
+            } else {
+                i += 1;
+            }
+        }
+        // Split borrows: fds vs sockets/free list.
+        let Inner {
+            fds,
+            sockets,
+            tcp_free,
+            tcp_closing,
+            ..
+        } = self;
+        for (_, fd) in fds.iter_mut() {
+            let Fd::Tcp(t) = fd else { continue };
+            match &mut t.state {
+                TcpState::Connected { eof, .. } => {
+                    if let Some(h) = t.handle {
+                        if matches!(
+                            sockets.get::<tcp::Socket>(h).state(),
+                            tcp::State::CloseWait
+                                | tcp::State::LastAck
+                                | tcp::State::Closing
+                                | tcp::State::TimeWait
+                        ) && !*eof
+                        {
+                            *eof = true;
+                            changed = true;
+                        }
+                    }
+                }
+                TcpState::Listening {
+                    port,
+                    backlog,
+                    wanted,
+                } => {
+                    for &h in backlog.iter() {
+                        let s = sockets.get_mut::<tcp::Socket>(h);
+                        if s.state() == tcp::State::Closed {
+                            // A half-open connection was reset; listen again.
+                            let _ = s.listen(*port);
+                        }
+                    }
+                    while backlog.len() < *wanted {
+                        let Some(h) = take_tcp(tcp_free, tcp_closing, sockets) else {
+                            break;
+                        };
+                        if sockets.get_mut::<tcp::Socket>(h).listen(*port).is_err()
+                            || backlog.push(h).is_err()
+                        {
+                            let _ = tcp_free.push(h);
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        changed
+    }
+
+    fn apply_ip_mode(&mut self, mode: &IpMode) {
+        match mode {
+            IpMode::Dhcp => {
+                match self.dhcp {
+                    Some(h) => self.sockets.get_mut::<dhcpv4::Socket>(h).reset(),
+                    None => self.dhcp = Some(self.sockets.add(dhcpv4::Socket::new())),
+                }
+                self.set_ip(None);
+            }
+            IpMode::Static(cfg) => {
+                self.stop_dhcp();
+                self.set_ip(Some(cfg.clone()));
+            }
+            IpMode::Keep => {}
+        }
+    }
+
+    fn stop_dhcp(&mut self) {
+        if let Some(h) = self.dhcp.take() {
+            self.sockets.remove(h);
+        }
+    }
+
+    fn set_ip(&mut self, cfg: Option<IpConfig>) {
+        self.iface.update_ip_addrs(|addrs| {
+            addrs.clear();
+            if let Some(c) = &cfg {
+                let _ = addrs.push(IpCidr::Ipv4(Ipv4Cidr::new(c.addr, c.prefix_len)));
+            }
+        });
+        match cfg.as_ref().and_then(|c| c.gateway) {
+            Some(gw) => {
+                let _ = self.iface.routes_mut().add_default_ipv4_route(gw);
+            }
+            None => {
+                self.iface.routes_mut().remove_default_ipv4_route();
+            }
+        }
+        let servers: heapless::Vec<IpAddress, 3> = cfg
+            .as_ref()
+            .map(|c| c.dns.iter().map(|a| IpAddress::Ipv4(*a)).collect())
+            .unwrap_or_default();
+        self.sockets
+            .get_mut::<dns::Socket>(self.dns)
+            .update_servers(&servers);
+        self.ip = cfg;
+    }
+
+    /// A pseudo-random number from the seeded generator (splitmix64).
+    fn random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Whether a TCP or UDP local port is taken by an fd or a live socket.
+    fn port_in_use(&self, udp_side: bool, port: u16) -> bool {
+        for (_, fd) in self.fds.iter() {
+            match fd {
+                Fd::Udp(u) if udp_side => {
+                    if u.bound == Some(port) {
+                        return true;
+                    }
+                }
+                Fd::Tcp(t) if !udp_side => match &t.state {
+                    TcpState::Idle { bound } if *bound == Some(port) => return true,
+                    TcpState::Listening { port: p, .. } if *p == port => return true,
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        if !udp_side {
+            for (h, s) in self.sockets.iter() {
+                let _ = h;
+                if let smoltcp::socket::Socket::Tcp(t) = s {
+                    if t.state() != tcp::State::Closed && t.listen_endpoint().port == port {
+                        return true;
+                    }
+                    if let Some(ep) = t.local_endpoint() {
+                        if t.state() != tcp::State::Closed && ep.port == port {
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// A free ephemeral port.
+    fn ephemeral_port(&mut self, udp_side: bool) -> Result<u16> {
+        let span = u16::MAX - EPHEMERAL_START + 1;
+        for _ in 0..64 {
+            let p = EPHEMERAL_START + (self.random() % span as u64) as u16;
+            if !self.port_in_use(udp_side, p) {
+                return Ok(p);
+            }
+        }
+        // Fall back to a scan so a crowded range still finds a hole.
+        (EPHEMERAL_START..=u16::MAX)
+            .find(|&p| !self.port_in_use(udp_side, p))
+            .ok_or(Error::AddrInUse)
+    }
+
+    /// Whether `dst` can be reached: on-link, or there is a gateway.
+    fn route_check(&self, dst: Ipv4Addr) -> Result<()> {
+        let cfg = self.ip.as_ref().ok_or(Error::NetworkDown)?;
+        if !self.link_up {
+            return Err(Error::NetworkDown);
+        }
+        let on_link = Ipv4Cidr::new(cfg.addr, cfg.prefix_len).contains_addr(&dst);
+        if on_link || dst.is_broadcast() || cfg.gateway.is_some() {
+            Ok(())
+        } else {
+            Err(Error::NetworkUnreachable)
+        }
+    }
+
+    fn take_tcp(&mut self) -> Option<SocketHandle> {
+        take_tcp(&mut self.tcp_free, &mut self.tcp_closing, &mut self.sockets)
+    }
+
+    /// Give a socket back: closed ones go straight to the pool, others close
+    /// gracefully in the background first.
+    fn release_tcp(&mut self, h: SocketHandle, graceful: bool) {
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        if graceful {
+            s.close();
+        } else {
+            s.abort();
+        }
+        if s.state() == tcp::State::Closed {
+            let _ = self.tcp_free.push(h);
+        } else {
+            let _ = self.tcp_closing.push(h);
+        }
+    }
+}
+
+/// Take a TCP socket from the pool, reset to defaults. If the pool is empty,
+/// reuse a socket that is only waiting out TIME-WAIT.
+fn take_tcp(
+    free: &mut heapless::Vec<SocketHandle, MAX_TCP_SOCKETS>,
+    closing: &mut heapless::Vec<SocketHandle, MAX_TCP_SOCKETS>,
+    sockets: &mut SocketSet<'_>,
+) -> Option<SocketHandle> {
+    let h = match free.pop() {
+        Some(h) => h,
+        None => {
+            let i = closing
+                .iter()
+                .position(|&h| sockets.get::<tcp::Socket>(h).state() == tcp::State::TimeWait)?;
+            let h = closing.swap_remove(i);
+            sockets.get_mut::<tcp::Socket>(h).abort();
+            h
+        }
+    };
+    let s = sockets.get_mut::<tcp::Socket>(h);
+    s.set_nagle_enabled(true);
+    s.set_keep_alive(None);
+    s.set_timeout(None);
+    s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(10)));
+    Some(h)
+}
