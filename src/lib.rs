@@ -33,6 +33,7 @@ pub mod fdtable;
 pub mod netlink;
 pub mod platform;
 pub mod socketer;
+pub mod sockstate;
 pub mod time;
 pub mod types;
 pub mod wait;

@@ -1,51 +1,12 @@
 //! Per-fd state of the smoltcp backend.
 
-use core::time::Duration;
-
 use smoltcp::iface::SocketHandle;
 
-use crate::error::Error;
-use crate::types::{Protocol, SocketAddr};
+pub(crate) use crate::sockstate::SockState as Common;
+use crate::types::SocketAddr;
 
 /// Most pending connections one listener can hold.
 pub const MAX_BACKLOG: usize = 16;
-
-/// Options every socket carries, whatever its protocol.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Common {
-    pub proto: Protocol,
-    pub nonblocking: bool,
-    pub recv_timeout: Option<Duration>,
-    pub send_timeout: Option<Duration>,
-    pub linger: Option<Duration>,
-    pub reuse_addr: bool,
-    pub broadcast: bool,
-    pub keep_alive: bool,
-    pub keep_interval: Duration,
-    /// Error to report through `SO_ERROR` (and `poll`'s `ERROR`).
-    pub error: Option<Error>,
-    pub shut_rd: bool,
-    pub shut_wr: bool,
-}
-
-impl Common {
-    pub fn new(proto: Protocol) -> Self {
-        Common {
-            proto,
-            nonblocking: false,
-            recv_timeout: None,
-            send_timeout: None,
-            linger: None,
-            reuse_addr: false,
-            broadcast: false,
-            keep_alive: false,
-            keep_interval: Duration::from_secs(75),
-            error: None,
-            shut_rd: false,
-            shut_wr: false,
-        }
-    }
-}
 
 /// Where a TCP fd is in its life.
 #[derive(Debug)]

@@ -501,11 +501,7 @@ impl<'a, L: Link, const FDS: usize> Inner<'a, L, FDS> {
     fn port_in_use(&self, udp_side: bool, port: u16) -> bool {
         for (_, fd) in self.fds.iter() {
             match fd {
-                Fd::Udp(u) if udp_side => {
-                    if u.bound == Some(port) {
-                        return true;
-                    }
-                }
+                Fd::Udp(u) if udp_side && u.bound == Some(port) => return true,
                 Fd::Tcp(t) if !udp_side => match &t.state {
                     TcpState::Idle { bound } if *bound == Some(port) => return true,
                     TcpState::Listening { port: p, .. } if *p == port => return true,

@@ -16,6 +16,7 @@ use crate::netlink::{ConnectMode, ConnectParams, IpMode, Netlinker, NotifyFn};
 use crate::phy::Link;
 use crate::platform::Platform;
 use crate::socketer::{Capabilities, Netdever, Socketer, TlsSupport};
+use crate::sockstate::{check_flags, Side};
 use crate::time::{Deadline, Instant};
 use crate::types::*;
 use crate::wait::{block_on, Attempt, Blocking};
@@ -29,21 +30,6 @@ fn v4(addr: SocketAddr) -> Result<SocketAddrV4> {
 
 fn to_std(ep: IpEndpoint) -> SocketAddr {
     SocketAddr::from(ep)
-}
-
-fn check_flags(flags: MsgFlags) -> Result<()> {
-    if flags.has_unknown() {
-        Err(Error::InvalidArgument)
-    } else {
-        Ok(())
-    }
-}
-
-/// Which of a socket's timeouts bounds a call.
-#[derive(Clone, Copy)]
-enum Side {
-    Recv,
-    Send,
 }
 
 impl<'a, L: Link, const FDS: usize> Inner<'a, L, FDS> {
@@ -338,16 +324,7 @@ impl<'a, L: Link, P: Platform, const FDS: usize> Stack<'a, L, P, FDS> {
         nb: Error,
     ) -> Result<Blocking> {
         let c = self.with(|g| g.fds.get(fd).map(|f| *f.common()))?;
-        if c.nonblocking || flags.contains(MsgFlags::DONTWAIT) {
-            return Ok(Blocking::No(nb));
-        }
-        let timeout = match side {
-            Side::Recv => c.recv_timeout,
-            Side::Send => c.send_timeout,
-        };
-        Ok(Blocking::Until(
-            deadline.with_timeout(self.platform.now(), timeout),
-        ))
+        Ok(c.blocking(flags, deadline, side, self.platform.now(), nb))
     }
 
     fn recv_any(
@@ -403,6 +380,7 @@ impl<'a, L: Link, P: Platform, const FDS: usize> Stack<'a, L, P, FDS> {
     }
 
     fn apply_tcp_opts(s: &mut tcp::Socket<'_>, c: &Common) {
+        s.set_nagle_enabled(!c.no_delay);
         let iv = smoltcp::time::Duration::from_micros(c.keep_interval.as_micros() as u64);
         if c.keep_alive {
             s.set_keep_alive(Some(iv));
@@ -662,12 +640,7 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize> Socketer for Stack<'a, L
                 {
                     backlog.swap_remove(idx);
                 }
-                let mut c = Common::new(common.proto);
-                c.recv_timeout = common.recv_timeout;
-                c.send_timeout = common.send_timeout;
-                c.linger = common.linger;
-                c.keep_alive = common.keep_alive;
-                c.keep_interval = common.keep_interval;
+                let c = common.inherit();
                 let new = fds.insert(Fd::Tcp(TcpFd {
                     common: c,
                     handle: Some(h),
@@ -858,69 +831,21 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize> Socketer for Stack<'a, L
         self.with(|g| {
             let Inner { fds, sockets, .. } = g;
             let entry = fds.get_mut(fd)?;
-            let is_tcp = matches!(entry, Fd::Tcp(_));
-            let handle = match entry {
-                Fd::Tcp(t) => t.handle,
-                Fd::Udp(u) => Some(u.handle),
-            };
-            let c = entry.common_mut();
-            match opt {
-                SockOpt::NonBlocking(b) => c.nonblocking = b,
-                SockOpt::RecvTimeout(t) => c.recv_timeout = t.filter(|d| !d.is_zero()),
-                SockOpt::SendTimeout(t) => c.send_timeout = t.filter(|d| !d.is_zero()),
-                SockOpt::ReuseAddr(b) => c.reuse_addr = b,
-                SockOpt::Broadcast(b) if !is_tcp => c.broadcast = b,
-                SockOpt::Linger(l) if is_tcp => c.linger = l,
-                SockOpt::KeepAlive(b) if is_tcp => c.keep_alive = b,
-                SockOpt::KeepInterval(d) if is_tcp => {
-                    if d.is_zero() {
-                        return Err(Error::InvalidArgument);
-                    }
-                    c.keep_interval = d;
-                }
-                SockOpt::NoDelay(b) if is_tcp => {
-                    if let Some(h) = handle {
-                        sockets.get_mut::<tcp::Socket>(h).set_nagle_enabled(!b);
-                    }
-                }
-                SockOpt::SocketError(_) => return Err(Error::InvalidArgument),
-                _ => return Err(Error::NotSupported),
-            }
-            if let (true, Some(h)) = (is_tcp, handle) {
-                let c = *entry.common();
-                Self::apply_tcp_opts(sockets.get_mut::<tcp::Socket>(h), &c);
+            entry.common_mut().set(opt)?;
+            if let Fd::Tcp(TcpFd {
+                handle: Some(h),
+                common,
+                ..
+            }) = entry
+            {
+                Self::apply_tcp_opts(sockets.get_mut::<tcp::Socket>(*h), common);
             }
             Ok(())
         })
     }
 
     fn get_sock_opt(&self, fd: Sockfd, name: SockOptName) -> Result<SockOpt> {
-        self.with(|g| {
-            let Inner { fds, sockets, .. } = g;
-            let entry = fds.get_mut(fd)?;
-            let (is_tcp, handle) = match entry {
-                Fd::Tcp(t) => (true, t.handle),
-                Fd::Udp(u) => (false, Some(u.handle)),
-            };
-            let c = entry.common_mut();
-            Ok(match name {
-                SockOptName::NonBlocking => SockOpt::NonBlocking(c.nonblocking),
-                SockOptName::RecvTimeout => SockOpt::RecvTimeout(c.recv_timeout),
-                SockOptName::SendTimeout => SockOpt::SendTimeout(c.send_timeout),
-                SockOptName::ReuseAddr => SockOpt::ReuseAddr(c.reuse_addr),
-                SockOptName::SocketError => SockOpt::SocketError(c.error.take()),
-                SockOptName::Broadcast if !is_tcp => SockOpt::Broadcast(c.broadcast),
-                SockOptName::Linger if is_tcp => SockOpt::Linger(c.linger),
-                SockOptName::KeepAlive if is_tcp => SockOpt::KeepAlive(c.keep_alive),
-                SockOptName::KeepInterval if is_tcp => SockOpt::KeepInterval(c.keep_interval),
-                SockOptName::NoDelay if is_tcp => SockOpt::NoDelay(match handle {
-                    Some(h) => !sockets.get::<tcp::Socket>(h).nagle_enabled(),
-                    // A listener: report the option of its sockets (all the same).
-                    None => false,
-                }),
-                _ => return Err(Error::NotSupported),
-            })
-        })
+        self.with(|g| g.fds.get_mut(fd)?.common_mut().get(name))
     }
 
     fn poll(&self, fds: &mut [PollFd], deadline: Deadline) -> Result<usize> {
@@ -1032,9 +957,10 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize> Netdever for Stack<'a, L
                     Ok(addrs) => Attempt::Done(
                         addrs
                             .iter()
-                            .find_map(|a| match a {
-                                IpAddress::Ipv4(v) => Some(IpAddr::V4(*v)),
+                            .map(|a| match a {
+                                IpAddress::Ipv4(v) => IpAddr::V4(*v),
                             })
+                            .next()
                             .ok_or(Error::HostUnknown),
                     ),
                     Err(dns::GetQueryResultError::Pending) => Attempt::PENDING,

@@ -1,0 +1,252 @@
+//! Per-socket state every backend keeps the same way: the generic options
+//! (blocking mode, timeouts, linger, ...), the pending error, shutdown
+//! flags, and how they turn a call's flags and deadline into a way to wait.
+//!
+//! Backends embed a [`SockState`] in their fd-table entries and let it
+//! answer the options it owns, handling only protocol options themselves.
+
+use core::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::time::{Deadline, Instant};
+use crate::types::{MsgFlags, Protocol, SockOpt, SockOptName};
+use crate::wait::Blocking;
+
+/// Which of a socket's timeouts bounds a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// recv, recv_from, accept: bounded by `RecvTimeout`.
+    Recv,
+    /// send, send_to, connect: bounded by `SendTimeout`.
+    Send,
+}
+
+/// Options and flags common to every socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockState {
+    /// The socket's protocol.
+    pub proto: Protocol,
+    /// `O_NONBLOCK`.
+    pub nonblocking: bool,
+    /// `SO_RCVTIMEO`.
+    pub recv_timeout: Option<Duration>,
+    /// `SO_SNDTIMEO`.
+    pub send_timeout: Option<Duration>,
+    /// `SO_LINGER`.
+    pub linger: Option<Duration>,
+    /// `SO_REUSEADDR`.
+    pub reuse_addr: bool,
+    /// `SO_BROADCAST`.
+    pub broadcast: bool,
+    /// `SO_KEEPALIVE`.
+    pub keep_alive: bool,
+    /// `TCP_KEEPINTVL`.
+    pub keep_interval: Duration,
+    /// `TCP_NODELAY`.
+    pub no_delay: bool,
+    /// Error to report through `SO_ERROR` (and `poll`'s `ERROR`).
+    pub error: Option<Error>,
+    /// `shutdown(Read)` was called.
+    pub shut_rd: bool,
+    /// `shutdown(Write)` was called.
+    pub shut_wr: bool,
+}
+
+impl SockState {
+    /// Defaults for a new socket.
+    pub fn new(proto: Protocol) -> Self {
+        SockState {
+            proto,
+            nonblocking: false,
+            recv_timeout: None,
+            send_timeout: None,
+            linger: None,
+            reuse_addr: false,
+            broadcast: false,
+            keep_alive: false,
+            keep_interval: Duration::from_secs(75),
+            no_delay: false,
+            error: None,
+            shut_rd: false,
+            shut_wr: false,
+        }
+    }
+
+    /// The options an accepted connection inherits from its listener
+    /// (timeouts, linger, keep-alive, no-delay; not the blocking mode).
+    pub fn inherit(&self) -> Self {
+        SockState {
+            recv_timeout: self.recv_timeout,
+            send_timeout: self.send_timeout,
+            linger: self.linger,
+            keep_alive: self.keep_alive,
+            keep_interval: self.keep_interval,
+            no_delay: self.no_delay,
+            ..SockState::new(self.proto)
+        }
+    }
+
+    fn is_stream(&self) -> bool {
+        matches!(self.proto, Protocol::Tcp | Protocol::Tls)
+    }
+
+    /// How a call may wait: not at all in non-blocking mode or with
+    /// `MSG_DONTWAIT` (pending gives `nb_error`), otherwise until the earlier
+    /// of `deadline` and the socket's timeout for `side`, counted from `now`.
+    pub fn blocking(
+        &self,
+        flags: MsgFlags,
+        deadline: Deadline,
+        side: Side,
+        now: Instant,
+        nb_error: Error,
+    ) -> Blocking {
+        if self.nonblocking || flags.contains(MsgFlags::DONTWAIT) {
+            return Blocking::No(nb_error);
+        }
+        let timeout = match side {
+            Side::Recv => self.recv_timeout,
+            Side::Send => self.send_timeout,
+        };
+        Blocking::Until(deadline.with_timeout(now, timeout))
+    }
+
+    /// Store an option. Stream-only options on a datagram socket (and
+    /// `Broadcast` on a stream) are `NotSupported`; `SocketError` is
+    /// read-only. The backend applies stream options to its connection.
+    pub fn set(&mut self, opt: SockOpt) -> Result<()> {
+        let stream = self.is_stream();
+        match opt {
+            SockOpt::NonBlocking(b) => self.nonblocking = b,
+            SockOpt::RecvTimeout(t) => self.recv_timeout = t.filter(|d| !d.is_zero()),
+            SockOpt::SendTimeout(t) => self.send_timeout = t.filter(|d| !d.is_zero()),
+            SockOpt::ReuseAddr(b) => self.reuse_addr = b,
+            SockOpt::Broadcast(b) if !stream => self.broadcast = b,
+            SockOpt::Linger(l) if stream => self.linger = l,
+            SockOpt::KeepAlive(b) if stream => self.keep_alive = b,
+            SockOpt::KeepInterval(d) if stream => {
+                if d.is_zero() {
+                    return Err(Error::InvalidArgument);
+                }
+                self.keep_interval = d;
+            }
+            SockOpt::NoDelay(b) if stream => self.no_delay = b,
+            SockOpt::SocketError(_) => return Err(Error::InvalidArgument),
+            _ => return Err(Error::NotSupported),
+        }
+        Ok(())
+    }
+
+    /// Read an option (reading `SocketError` clears it).
+    pub fn get(&mut self, name: SockOptName) -> Result<SockOpt> {
+        let stream = self.is_stream();
+        Ok(match name {
+            SockOptName::NonBlocking => SockOpt::NonBlocking(self.nonblocking),
+            SockOptName::RecvTimeout => SockOpt::RecvTimeout(self.recv_timeout),
+            SockOptName::SendTimeout => SockOpt::SendTimeout(self.send_timeout),
+            SockOptName::ReuseAddr => SockOpt::ReuseAddr(self.reuse_addr),
+            SockOptName::SocketError => SockOpt::SocketError(self.error.take()),
+            SockOptName::Broadcast if !stream => SockOpt::Broadcast(self.broadcast),
+            SockOptName::Linger if stream => SockOpt::Linger(self.linger),
+            SockOptName::KeepAlive if stream => SockOpt::KeepAlive(self.keep_alive),
+            SockOptName::KeepInterval if stream => SockOpt::KeepInterval(self.keep_interval),
+            SockOptName::NoDelay if stream => SockOpt::NoDelay(self.no_delay),
+            _ => return Err(Error::NotSupported),
+        })
+    }
+}
+
+/// Reject flags other than `PEEK` and `DONTWAIT`.
+pub fn check_flags(flags: MsgFlags) -> Result<()> {
+    if flags.has_unknown() {
+        Err(Error::InvalidArgument)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_round_trip_and_reject() {
+        let mut s = SockState::new(Protocol::Tcp);
+        s.set(SockOpt::KeepAlive(true)).unwrap();
+        assert_eq!(s.get(SockOptName::KeepAlive), Ok(SockOpt::KeepAlive(true)));
+        assert_eq!(s.set(SockOpt::Broadcast(true)), Err(Error::NotSupported));
+        assert_eq!(
+            s.set(SockOpt::SocketError(None)),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(
+            s.set(SockOpt::KeepInterval(Duration::ZERO)),
+            Err(Error::InvalidArgument)
+        );
+        s.set(SockOpt::RecvTimeout(Some(Duration::ZERO))).unwrap();
+        assert_eq!(
+            s.get(SockOptName::RecvTimeout),
+            Ok(SockOpt::RecvTimeout(None))
+        );
+        s.error = Some(Error::ConnectionRefused);
+        assert_eq!(
+            s.get(SockOptName::SocketError),
+            Ok(SockOpt::SocketError(Some(Error::ConnectionRefused)))
+        );
+        assert_eq!(
+            s.get(SockOptName::SocketError),
+            Ok(SockOpt::SocketError(None))
+        );
+        let mut u = SockState::new(Protocol::Udp);
+        assert_eq!(u.set(SockOpt::NoDelay(true)), Err(Error::NotSupported));
+        u.set(SockOpt::Broadcast(true)).unwrap();
+    }
+
+    #[test]
+    fn blocking_modes() {
+        let mut s = SockState::new(Protocol::Tcp);
+        let now = Instant::from_millis(100);
+        assert_eq!(
+            s.blocking(
+                MsgFlags::DONTWAIT,
+                Deadline::Never,
+                Side::Recv,
+                now,
+                Error::WouldBlock
+            ),
+            Blocking::No(Error::WouldBlock)
+        );
+        s.recv_timeout = Some(Duration::from_millis(50));
+        assert_eq!(
+            s.blocking(
+                MsgFlags::NONE,
+                Deadline::Never,
+                Side::Recv,
+                now,
+                Error::WouldBlock
+            ),
+            Blocking::Until(Deadline::At(Instant::from_millis(150)))
+        );
+        assert_eq!(
+            s.blocking(
+                MsgFlags::NONE,
+                Deadline::Never,
+                Side::Send,
+                now,
+                Error::WouldBlock
+            ),
+            Blocking::Until(Deadline::Never)
+        );
+        s.nonblocking = true;
+        assert_eq!(
+            s.blocking(
+                MsgFlags::NONE,
+                Deadline::Never,
+                Side::Send,
+                now,
+                Error::InProgress
+            ),
+            Blocking::No(Error::InProgress)
+        );
+    }
+}
