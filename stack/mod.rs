@@ -603,3 +603,6 @@ fn take_tcp(
     s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(10)));
     Some(h)
 }
+
+#[cfg(all(test, feature = "std"))]
+mod sim_tests;
