@@ -20,6 +20,8 @@
 
 #[cfg(feature = "full-stack")]
 mod device;
+#[cfg(feature = "esp-hosted")]
+pub mod esp_hosted;
 pub mod fault;
 #[cfg(feature = "std")]
 pub mod memory;
@@ -27,6 +29,8 @@ pub mod memory;
 pub mod pcap;
 #[cfg(feature = "tap")]
 pub mod tap;
+#[cfg(feature = "w5500")]
+pub mod w5500;
 
 #[cfg(feature = "full-stack")]
 pub use device::{LinkDevice, LinkStats};

@@ -45,6 +45,10 @@ pub mod phy;
 #[path = "../stack/mod.rs"]
 pub mod stack;
 
+#[cfg(any(feature = "w5500", feature = "esp-at"))]
+#[path = "../offload/mod.rs"]
+pub mod offload;
+
 pub use error::{Error, Result};
 pub use netlink::{AuthType, ConnectMode, ConnectParams, Event, IpMode, Netlinker, NotifyFn};
 pub use socketer::{Capabilities, Netdever, Socketer, TlsSupport};
