@@ -538,11 +538,13 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize> Socketer for Stack<'a, L
             t.state = TcpState::Connecting;
             Ok(true)
         })?;
-        let r = self.wait_connected(fd, deadline);
-        match r {
-            Err(Error::InProgress) if !started => Err(Error::InProgress),
-            r => r,
+        let nonblocking = self.with(|g| g.fds.get(fd).map(|f| f.common().nonblocking))?;
+        if started && nonblocking {
+            // Like Linux: a non-blocking connect never completes in the call
+            // that starts it, so callers always see the same sequence.
+            return Err(Error::InProgress);
         }
+        self.wait_connected(fd, deadline)
     }
 
     fn listen(&self, fd: Sockfd, backlog: usize) -> Result<()> {
