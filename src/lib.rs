@@ -51,6 +51,6 @@ pub mod offload;
 
 pub use error::{Error, Result};
 pub use netlink::{AuthType, ConnectMode, ConnectParams, Event, IpMode, Netlinker, NotifyFn};
-pub use socketer::{Capabilities, Netdever, Socketer, TlsSupport};
+pub use socketer::{Capabilities, Device, Netdever, Socketer, TlsSupport};
 pub use time::{Deadline, Instant};
 pub use types::*;

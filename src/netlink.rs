@@ -127,3 +127,37 @@ pub trait Netlinker: Sync {
         Err(Error::NotSupported)
     }
 }
+
+/// Implement `Netlinker` for a wrapper by forwarding to `$inner`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! forward_netlinker {
+    ([$($gen:tt)*] $ty:ty, |$s:ident| $inner:expr) => {
+        impl<$($gen)*> $crate::Netlinker for $ty {
+            fn net_connect(&$s, params: &$crate::ConnectParams<'_>) -> $crate::Result<()> {
+                $crate::Netlinker::net_connect($inner, params)
+            }
+            fn net_disconnect(&$s) -> $crate::Result<()> {
+                $crate::Netlinker::net_disconnect($inner)
+            }
+            fn net_notify(&$s, callback: Option<$crate::NotifyFn>) {
+                $crate::Netlinker::net_notify($inner, callback)
+            }
+            fn hardware_addr(&$s) -> $crate::Result<[u8; 6]> {
+                $crate::Netlinker::hardware_addr($inner)
+            }
+            fn send_eth(&$s, frame: &[u8]) -> $crate::Result<()> {
+                $crate::Netlinker::send_eth($inner, frame)
+            }
+            fn recv_eth(&$s, buf: &mut [u8]) -> $crate::Result<Option<usize>> {
+                $crate::Netlinker::recv_eth($inner, buf)
+            }
+        }
+    };
+}
+
+forward_netlinker!([T: Netlinker + ?Sized] &T, |self| &**self);
+#[cfg(feature = "std")]
+forward_netlinker!([T: Netlinker + Send + ?Sized] std::boxed::Box<T>, |self| &**self);
+#[cfg(feature = "std")]
+forward_netlinker!([T: Netlinker + Send + ?Sized] std::sync::Arc<T>, |self| &**self);

@@ -187,99 +187,96 @@ pub trait Netdever: Socketer {
     fn capabilities(&self) -> Capabilities;
 }
 
-impl<T: Socketer + ?Sized> Socketer for &T {
-    fn socket(&self, family: AddressFamily, ty: SockType, proto: Protocol) -> Result<Sockfd> {
-        (**self).socket(family, ty, proto)
-    }
-    fn bind(&self, fd: Sockfd, addr: SocketAddr) -> Result<()> {
-        (**self).bind(fd, addr)
-    }
-    fn connect(
-        &self,
-        fd: Sockfd,
-        host: Option<&str>,
-        addr: SocketAddr,
-        deadline: Deadline,
-    ) -> Result<()> {
-        (**self).connect(fd, host, addr, deadline)
-    }
-    fn listen(&self, fd: Sockfd, backlog: usize) -> Result<()> {
-        (**self).listen(fd, backlog)
-    }
-    fn accept(&self, fd: Sockfd, deadline: Deadline) -> Result<(Sockfd, SocketAddr)> {
-        (**self).accept(fd, deadline)
-    }
-    fn send(&self, fd: Sockfd, buf: &[u8], flags: MsgFlags, deadline: Deadline) -> Result<usize> {
-        (**self).send(fd, buf, flags, deadline)
-    }
-    fn send_to(
-        &self,
-        fd: Sockfd,
-        buf: &[u8],
-        flags: MsgFlags,
-        addr: SocketAddr,
-        deadline: Deadline,
-    ) -> Result<usize> {
-        (**self).send_to(fd, buf, flags, addr, deadline)
-    }
-    fn recv(
-        &self,
-        fd: Sockfd,
-        buf: &mut [u8],
-        flags: MsgFlags,
-        deadline: Deadline,
-    ) -> Result<usize> {
-        (**self).recv(fd, buf, flags, deadline)
-    }
-    fn recv_from(
-        &self,
-        fd: Sockfd,
-        buf: &mut [u8],
-        flags: MsgFlags,
-        deadline: Deadline,
-    ) -> Result<(usize, SocketAddr)> {
-        (**self).recv_from(fd, buf, flags, deadline)
-    }
-    fn shutdown(&self, fd: Sockfd, how: Shutdown) -> Result<()> {
-        (**self).shutdown(fd, how)
-    }
-    fn close(&self, fd: Sockfd) -> Result<()> {
-        (**self).close(fd)
-    }
-    fn set_sock_opt(&self, fd: Sockfd, opt: SockOpt) -> Result<()> {
-        (**self).set_sock_opt(fd, opt)
-    }
-    fn get_sock_opt(&self, fd: Sockfd, name: SockOptName) -> Result<SockOpt> {
-        (**self).get_sock_opt(fd, name)
-    }
-    fn poll(&self, fds: &mut [PollFd], deadline: Deadline) -> Result<usize> {
-        (**self).poll(fds, deadline)
-    }
-    fn local_addr(&self, fd: Sockfd) -> Result<SocketAddr> {
-        (**self).local_addr(fd)
-    }
-    fn peer_addr(&self, fd: Sockfd) -> Result<SocketAddr> {
-        (**self).peer_addr(fd)
-    }
-    fn now(&self) -> Instant {
-        (**self).now()
-    }
+/// A whole network device — sockets and link control — as a board's
+/// `probe()` returns it (TinyGo returns the same driver as both its
+/// `Netlinker` and its `Netdever`).
+pub trait Device: Netdever + crate::Netlinker {}
+
+impl<T: Netdever + crate::Netlinker + ?Sized> Device for T {}
+
+/// Implement `Socketer` and `Netdever` for a wrapper by forwarding every
+/// call to `$inner` (an expression of `self` that yields the wrapped device).
+/// Used for `&T`, `Box<T>`, `Arc<T>` and host wrappers such as `HostStack`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! forward_netdever {
+    ([$($gen:tt)*] $ty:ty, |$s:ident| $inner:expr) => {
+        impl<$($gen)*> $crate::Socketer for $ty {
+            fn socket(&$s, family: $crate::AddressFamily, ty: $crate::SockType, proto: $crate::Protocol) -> $crate::Result<$crate::Sockfd> {
+                $crate::Socketer::socket($inner, family, ty, proto)
+            }
+            fn bind(&$s, fd: $crate::Sockfd, addr: $crate::SocketAddr) -> $crate::Result<()> {
+                $crate::Socketer::bind($inner, fd, addr)
+            }
+            fn connect(&$s, fd: $crate::Sockfd, host: Option<&str>, addr: $crate::SocketAddr, deadline: $crate::Deadline) -> $crate::Result<()> {
+                $crate::Socketer::connect($inner, fd, host, addr, deadline)
+            }
+            fn listen(&$s, fd: $crate::Sockfd, backlog: usize) -> $crate::Result<()> {
+                $crate::Socketer::listen($inner, fd, backlog)
+            }
+            fn accept(&$s, fd: $crate::Sockfd, deadline: $crate::Deadline) -> $crate::Result<($crate::Sockfd, $crate::SocketAddr)> {
+                $crate::Socketer::accept($inner, fd, deadline)
+            }
+            fn send(&$s, fd: $crate::Sockfd, buf: &[u8], flags: $crate::MsgFlags, deadline: $crate::Deadline) -> $crate::Result<usize> {
+                $crate::Socketer::send($inner, fd, buf, flags, deadline)
+            }
+            fn send_to(&$s, fd: $crate::Sockfd, buf: &[u8], flags: $crate::MsgFlags, addr: $crate::SocketAddr, deadline: $crate::Deadline) -> $crate::Result<usize> {
+                $crate::Socketer::send_to($inner, fd, buf, flags, addr, deadline)
+            }
+            fn recv(&$s, fd: $crate::Sockfd, buf: &mut [u8], flags: $crate::MsgFlags, deadline: $crate::Deadline) -> $crate::Result<usize> {
+                $crate::Socketer::recv($inner, fd, buf, flags, deadline)
+            }
+            fn recv_from(&$s, fd: $crate::Sockfd, buf: &mut [u8], flags: $crate::MsgFlags, deadline: $crate::Deadline) -> $crate::Result<(usize, $crate::SocketAddr)> {
+                $crate::Socketer::recv_from($inner, fd, buf, flags, deadline)
+            }
+            fn shutdown(&$s, fd: $crate::Sockfd, how: $crate::Shutdown) -> $crate::Result<()> {
+                $crate::Socketer::shutdown($inner, fd, how)
+            }
+            fn close(&$s, fd: $crate::Sockfd) -> $crate::Result<()> {
+                $crate::Socketer::close($inner, fd)
+            }
+            fn set_sock_opt(&$s, fd: $crate::Sockfd, opt: $crate::SockOpt) -> $crate::Result<()> {
+                $crate::Socketer::set_sock_opt($inner, fd, opt)
+            }
+            fn get_sock_opt(&$s, fd: $crate::Sockfd, name: $crate::SockOptName) -> $crate::Result<$crate::SockOpt> {
+                $crate::Socketer::get_sock_opt($inner, fd, name)
+            }
+            fn poll(&$s, fds: &mut [$crate::PollFd], deadline: $crate::Deadline) -> $crate::Result<usize> {
+                $crate::Socketer::poll($inner, fds, deadline)
+            }
+            fn local_addr(&$s, fd: $crate::Sockfd) -> $crate::Result<$crate::SocketAddr> {
+                $crate::Socketer::local_addr($inner, fd)
+            }
+            fn peer_addr(&$s, fd: $crate::Sockfd) -> $crate::Result<$crate::SocketAddr> {
+                $crate::Socketer::peer_addr($inner, fd)
+            }
+            fn now(&$s) -> $crate::Instant {
+                $crate::Socketer::now($inner)
+            }
+        }
+
+        impl<$($gen)*> $crate::Netdever for $ty {
+            fn get_host_by_name(&$s, name: &str, family: $crate::AddressFamily) -> $crate::Result<$crate::IpAddr> {
+                $crate::Netdever::get_host_by_name($inner, name, family)
+            }
+            fn addr(&$s) -> $crate::Result<$crate::IpAddr> {
+                $crate::Netdever::addr($inner)
+            }
+            fn ip_config(&$s) -> $crate::Result<$crate::IpConfig> {
+                $crate::Netdever::ip_config($inner)
+            }
+            fn set_addr(&$s, config: $crate::IpConfig) -> $crate::Result<()> {
+                $crate::Netdever::set_addr($inner, config)
+            }
+            fn capabilities(&$s) -> $crate::Capabilities {
+                $crate::Netdever::capabilities($inner)
+            }
+        }
+    };
 }
 
-impl<T: Netdever + ?Sized> Netdever for &T {
-    fn get_host_by_name(&self, name: &str, family: AddressFamily) -> Result<IpAddr> {
-        (**self).get_host_by_name(name, family)
-    }
-    fn addr(&self) -> Result<IpAddr> {
-        (**self).addr()
-    }
-    fn ip_config(&self) -> Result<IpConfig> {
-        (**self).ip_config()
-    }
-    fn set_addr(&self, config: IpConfig) -> Result<()> {
-        (**self).set_addr(config)
-    }
-    fn capabilities(&self) -> Capabilities {
-        (**self).capabilities()
-    }
-}
+forward_netdever!([T: Netdever + ?Sized] &T, |self| &**self);
+#[cfg(feature = "std")]
+forward_netdever!([T: Netdever + Send + ?Sized] std::boxed::Box<T>, |self| &**self);
+#[cfg(feature = "std")]
+forward_netdever!([T: Netdever + Send + ?Sized] std::sync::Arc<T>, |self| &**self);

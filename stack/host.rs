@@ -107,52 +107,5 @@ impl core::ops::Deref for HostStack {
     }
 }
 
-macro_rules! forward {
-    ($($tr:path { $(fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty;)* })*) => {$(
-        impl $tr for HostStack {
-            $(fn $name(&self $(, $arg: $ty)*) -> $ret { <HostStackInner as $tr>::$name(&self.driver.stack $(, $arg)*) })*
-        }
-    )*};
-}
-
-use crate::netlink::{ConnectParams, NotifyFn};
-use crate::socketer::Capabilities;
-use crate::time::{Deadline, Instant};
-use crate::types::*;
-
-forward! {
-    crate::Socketer {
-        fn socket(&self, family: AddressFamily, ty: SockType, proto: Protocol) -> Result<Sockfd>;
-        fn bind(&self, fd: Sockfd, addr: SocketAddr) -> Result<()>;
-        fn connect(&self, fd: Sockfd, host: Option<&str>, addr: SocketAddr, deadline: Deadline) -> Result<()>;
-        fn listen(&self, fd: Sockfd, backlog: usize) -> Result<()>;
-        fn accept(&self, fd: Sockfd, deadline: Deadline) -> Result<(Sockfd, SocketAddr)>;
-        fn send(&self, fd: Sockfd, buf: &[u8], flags: MsgFlags, deadline: Deadline) -> Result<usize>;
-        fn send_to(&self, fd: Sockfd, buf: &[u8], flags: MsgFlags, addr: SocketAddr, deadline: Deadline) -> Result<usize>;
-        fn recv(&self, fd: Sockfd, buf: &mut [u8], flags: MsgFlags, deadline: Deadline) -> Result<usize>;
-        fn recv_from(&self, fd: Sockfd, buf: &mut [u8], flags: MsgFlags, deadline: Deadline) -> Result<(usize, SocketAddr)>;
-        fn shutdown(&self, fd: Sockfd, how: Shutdown) -> Result<()>;
-        fn close(&self, fd: Sockfd) -> Result<()>;
-        fn set_sock_opt(&self, fd: Sockfd, opt: SockOpt) -> Result<()>;
-        fn get_sock_opt(&self, fd: Sockfd, name: SockOptName) -> Result<SockOpt>;
-        fn poll(&self, fds: &mut [PollFd], deadline: Deadline) -> Result<usize>;
-        fn local_addr(&self, fd: Sockfd) -> Result<SocketAddr>;
-        fn peer_addr(&self, fd: Sockfd) -> Result<SocketAddr>;
-        fn now(&self) -> Instant;
-    }
-    crate::Netdever {
-        fn get_host_by_name(&self, name: &str, family: AddressFamily) -> Result<IpAddr>;
-        fn addr(&self) -> Result<IpAddr>;
-        fn ip_config(&self) -> Result<IpConfig>;
-        fn set_addr(&self, config: IpConfig) -> Result<()>;
-        fn capabilities(&self) -> Capabilities;
-    }
-    crate::Netlinker {
-        fn net_connect(&self, params: &ConnectParams<'_>) -> Result<()>;
-        fn net_disconnect(&self) -> Result<()>;
-        fn net_notify(&self, callback: Option<NotifyFn>) -> ();
-        fn hardware_addr(&self) -> Result<[u8; 6]>;
-        fn send_eth(&self, frame: &[u8]) -> Result<()>;
-        fn recv_eth(&self, buf: &mut [u8]) -> Result<Option<usize>>;
-    }
-}
+crate::forward_netdever!([] HostStack, |self| &*self.driver.stack);
+crate::forward_netlinker!([] HostStack, |self| &*self.driver.stack);
