@@ -30,6 +30,7 @@ extern crate std;
 
 pub mod error;
 pub mod fdtable;
+pub mod net;
 pub mod netlink;
 pub mod platform;
 pub mod socketer;
