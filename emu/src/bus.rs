@@ -92,7 +92,9 @@ impl BusStats {
 
     /// Payload throughput in bytes per second if the bus were the only cost.
     pub fn payload_rate_at(&self, hz: u64, bits_per_byte: u64, per_transaction: Duration) -> f64 {
-        let t = self.time_at(hz, bits_per_byte, per_transaction).as_secs_f64();
+        let t = self
+            .time_at(hz, bits_per_byte, per_transaction)
+            .as_secs_f64();
         if t == 0.0 {
             0.0
         } else {
@@ -113,10 +115,23 @@ mod tests {
         c.payload(1000);
         c.transaction(3);
         let s = c.snapshot().since(&before);
-        assert_eq!(s, BusStats { bytes: 1006, payload: 1000, transactions: 2 });
+        assert_eq!(
+            s,
+            BusStats {
+                bytes: 1006,
+                payload: 1000,
+                transactions: 2
+            }
+        );
         assert!((s.efficiency() - 1000.0 / 1006.0).abs() < 1e-9);
         // 1006 bytes * 8 bits at 8 MHz = 1006 us.
-        assert_eq!(s.time_at(8_000_000, 8, Duration::ZERO), Duration::from_micros(1006));
-        assert_eq!(s.time_at(8_000_000, 8, Duration::from_micros(1)), Duration::from_micros(1008));
+        assert_eq!(
+            s.time_at(8_000_000, 8, Duration::ZERO),
+            Duration::from_micros(1006)
+        );
+        assert_eq!(
+            s.time_at(8_000_000, 8, Duration::from_micros(1)),
+            Duration::from_micros(1008)
+        );
     }
 }
