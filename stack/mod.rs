@@ -107,6 +107,9 @@ pub(crate) struct Inner<'a, L: Link, const FDS: usize> {
     fds: FdTable<Fd, FDS>,
     tcp_free: heapless::Vec<SocketHandle, MAX_TCP_SOCKETS>,
     tcp_closing: heapless::Vec<SocketHandle, MAX_TCP_SOCKETS>,
+    /// Sockets in CLOSE-WAIT whose FIN waits until their send queue drains
+    /// (see [`Inner::close_tx`]).
+    fin_pending: heapless::Vec<SocketHandle, MAX_TCP_SOCKETS>,
     udp_free: heapless::Vec<SocketHandle, MAX_UDP_SOCKETS>,
     dns: SocketHandle,
     dhcp: Option<SocketHandle>,
@@ -181,6 +184,7 @@ impl<'a, L: Link, P: Platform, const FDS: usize> Stack<'a, L, P, FDS> {
             fds: FdTable::new(),
             tcp_free,
             tcp_closing: heapless::Vec::new(),
+            fin_pending: heapless::Vec::new(),
             udp_free,
             dns,
             dhcp: None,
@@ -375,6 +379,19 @@ impl<'a, L: Link, const FDS: usize> Inner<'a, L, FDS> {
     fn housekeeping(&mut self) -> bool {
         let mut changed = false;
         let mut i = 0;
+        while i < self.fin_pending.len() {
+            let s = self.sockets.get_mut::<tcp::Socket>(self.fin_pending[i]);
+            if s.state() != tcp::State::CloseWait {
+                self.fin_pending.swap_remove(i);
+            } else if s.send_queue() == 0 {
+                s.close();
+                self.fin_pending.swap_remove(i);
+                changed = true;
+            } else {
+                i += 1;
+            }
+        }
+        let mut i = 0;
         while i < self.tcp_closing.len() {
             let h = self.tcp_closing[i];
             if self.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed {
@@ -564,16 +581,37 @@ impl<'a, L: Link, const FDS: usize> Inner<'a, L, FDS> {
     /// Give a socket back: closed ones go straight to the pool, others close
     /// gracefully in the background first.
     fn release_tcp(&mut self, h: SocketHandle, graceful: bool) {
-        let s = self.sockets.get_mut::<tcp::Socket>(h);
         if graceful {
-            s.close();
+            self.close_tx(h);
         } else {
-            s.abort();
+            self.fin_pending.retain(|&p| p != h);
+            self.sockets.get_mut::<tcp::Socket>(h).abort();
         }
-        if s.state() == tcp::State::Closed {
+        if self.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed {
             let _ = self.tcp_free.push(h);
         } else {
             let _ = self.tcp_closing.push(h);
+        }
+    }
+}
+
+impl<'a, L: Link, const FDS: usize> Inner<'a, L, FDS> {
+    /// Close the sending half: FIN after the queued data.
+    ///
+    /// In CLOSE-WAIT with data still queued, the FIN is held back until the
+    /// queue drains. smoltcp 0.14 ignores window updates in LAST-ACK (it
+    /// answers them as duplicate ACKs before looking at the window), so a
+    /// FIN sent while the peer's window is closed stalls the rest of the
+    /// data until the 1 s zero-window probe. An echo server whose client
+    /// half-closes first hits this every time the client's window fills.
+    fn close_tx(&mut self, h: SocketHandle) {
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        if s.state() == tcp::State::CloseWait && s.send_queue() > 0 {
+            if !self.fin_pending.contains(&h) {
+                let _ = self.fin_pending.push(h);
+            }
+        } else {
+            s.close();
         }
     }
 }

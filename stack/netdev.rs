@@ -735,7 +735,7 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize> Socketer for Stack<'a, L
 
     fn shutdown(&self, fd: Sockfd, how: Shutdown) -> Result<()> {
         self.with(|g| {
-            let Inner { fds, sockets, .. } = g;
+            let Inner { fds, sockets, .. } = &mut *g;
             match fds.get_mut(fd)? {
                 Fd::Udp(u) => {
                     if u.peer.is_none() {
@@ -753,16 +753,19 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize> Socketer for Stack<'a, L
                     if matches!(how, Shutdown::Read | Shutdown::Both) {
                         t.common.shut_rd = true;
                     }
-                    if matches!(how, Shutdown::Write | Shutdown::Both) && !t.common.shut_wr {
+                    let close_tx =
+                        matches!(how, Shutdown::Write | Shutdown::Both) && !t.common.shut_wr;
+                    if close_tx {
                         t.common.shut_wr = true;
-                        let s = sockets.get_mut::<tcp::Socket>(h);
-                        if s.state() == tcp::State::CloseWait {
+                        if sockets.get::<tcp::Socket>(h).state() == tcp::State::CloseWait {
                             if let TcpState::Connected { eof, .. } = &mut t.state {
                                 *eof = true;
                             }
                         }
+                    }
+                    if close_tx {
                         // FIN goes out after the data already queued.
-                        s.close();
+                        g.close_tx(h);
                     }
                     Ok(())
                 }

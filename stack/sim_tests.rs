@@ -237,3 +237,68 @@ fn link_down_and_up_report_net_events() {
         .unwrap()
         .ends_with(&[Event::NetDown, Event::NetUp])));
 }
+
+#[test]
+fn close_in_close_wait_with_queued_data_does_not_stall_on_a_zero_window() {
+    // b is an echo server whose client (a) half-closed first. b queues more
+    // than a's window holds and closes while a is not reading, so a's
+    // window hits zero with b in CLOSE-WAIT. When a reads again, its window
+    // updates must restart b at once — not after the 1 s zero-window probe
+    // (smoltcp ignores window updates in LAST-ACK, so the FIN must wait).
+    let clock: Clock = Arc::new(AtomicU64::new(0));
+    let (la, lb) = MemoryLink::pair();
+    let a = stack(la, &clock, [10, 0, 0, 1], 6);
+    let b = stack(lb, &clock, [10, 0, 0, 2], 7);
+    assert!(run(&a, &b, &clock, 200, || a.addr().is_ok() && b.addr().is_ok()));
+    let l = b
+        .socket(AddressFamily::Inet, SockType::Stream, Protocol::Tcp)
+        .unwrap();
+    b.bind(l, "0.0.0.0:7".parse().unwrap()).unwrap();
+    b.listen(l, 1).unwrap();
+    b.set_sock_opt(l, SockOpt::NonBlocking(true)).unwrap();
+    let c = a
+        .socket(AddressFamily::Inet, SockType::Stream, Protocol::Tcp)
+        .unwrap();
+    a.set_sock_opt(c, SockOpt::NonBlocking(true)).unwrap();
+    let _ = a.connect(c, None, "10.0.0.2:7".parse().unwrap(), Deadline::Never);
+    let mut conn = None;
+    assert!(run(&a, &b, &clock, 500, || {
+        conn = conn.or_else(|| b.accept(l, Deadline::Never).ok());
+        conn.is_some()
+    }));
+    let (s, _) = conn.unwrap();
+    a.shutdown(c, Shutdown::Write).unwrap();
+    let mut buf = [0u8; 512];
+    assert!(run(&a, &b, &clock, 500, || b.recv(
+        s,
+        &mut buf,
+        MsgFlags::DONTWAIT,
+        Deadline::Never
+    ) == Ok(0)));
+    // b sends 8 KiB: the first 4 KiB fill a's window, the rest stays queued.
+    let data = [0x5au8; 8192];
+    let mut sent = 0;
+    assert!(run(&a, &b, &clock, 500, || {
+        if let Ok(n) = b.send(s, &data[sent..], MsgFlags::DONTWAIT, Deadline::Never) {
+            sent += n;
+        }
+        sent == data.len()
+    }));
+    b.close(s).unwrap();
+    run(&a, &b, &clock, 50, || false);
+    // Now a reads everything; time it in simulated milliseconds.
+    let start = clock.load(Ordering::SeqCst);
+    let mut got = 0;
+    let mut eof = false;
+    assert!(run(&a, &b, &clock, 5000, || {
+        match a.recv(c, &mut buf, MsgFlags::DONTWAIT, Deadline::Never) {
+            Ok(0) => eof = true,
+            Ok(n) => got += n,
+            Err(_) => {}
+        }
+        eof
+    }));
+    assert_eq!(got, data.len());
+    let took_ms = (clock.load(Ordering::SeqCst) - start) / 1000;
+    assert!(took_ms < 500, "transfer stalled for {took_ms} simulated ms");
+}
