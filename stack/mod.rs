@@ -70,6 +70,8 @@ use fd::{Fd, TcpState};
 
 /// How often the link's carrier state is read while polling.
 const LINK_CHECK_MICROS: u64 = 50_000;
+/// How long a closed fd's connection may go silent while it finishes closing.
+const CLOSING_TIMEOUT_SECS: u64 = 60;
 /// First port of the ephemeral range (IANA).
 const EPHEMERAL_START: u16 = 49152;
 
@@ -582,6 +584,12 @@ impl<'a, L: Link, const FDS: usize> Inner<'a, L, FDS> {
     /// gracefully in the background first.
     fn release_tcp(&mut self, h: SocketHandle, graceful: bool) {
         if graceful {
+            // Like Linux's tcp_fin_timeout: a peer that stops answering
+            // (never ACKs or never sends its FIN) must not hold a pooled
+            // socket forever.
+            self.sockets
+                .get_mut::<tcp::Socket>(h)
+                .set_timeout(Some(smoltcp::time::Duration::from_secs(CLOSING_TIMEOUT_SECS)));
             self.close_tx(h);
         } else {
             self.fin_pending.retain(|&p| p != h);
