@@ -106,8 +106,16 @@ mod std_platform {
     /// condition variable for waits.
     pub struct StdPlatform {
         start: std::time::Instant,
-        epoch: Mutex<u32>,
+        /// The epoch and how many threads wait on it (both under one lock,
+        /// so `notify` can skip the wake-up syscall when nobody waits).
+        epoch: Mutex<Epoch>,
         cond: Condvar,
+    }
+
+    #[derive(Default)]
+    struct Epoch {
+        value: u32,
+        waiters: usize,
     }
 
     impl Default for StdPlatform {
@@ -121,7 +129,7 @@ mod std_platform {
         pub fn new() -> Self {
             StdPlatform {
                 start: std::time::Instant::now(),
-                epoch: Mutex::new(0),
+                epoch: Mutex::new(Epoch::default()),
                 cond: Condvar::new(),
             }
         }
@@ -141,12 +149,13 @@ mod std_platform {
         }
 
         fn epoch(&self) -> u32 {
-            *self.epoch.lock().unwrap_or_else(|e| e.into_inner())
+            self.epoch.lock().unwrap_or_else(|e| e.into_inner()).value
         }
 
         fn wait(&self, seen: u32, until: Option<Instant>) {
             let mut guard = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
-            while *guard == seen {
+            guard.waiters += 1;
+            while guard.value == seen {
                 match until {
                     None => {
                         guard = self.cond.wait(guard).unwrap_or_else(|e| e.into_inner());
@@ -154,7 +163,7 @@ mod std_platform {
                     Some(at) => {
                         let now = self.now();
                         if now >= at {
-                            return;
+                            break;
                         }
                         let left = at.saturating_since(now);
                         guard = self
@@ -165,13 +174,17 @@ mod std_platform {
                     }
                 }
             }
+            guard.waiters -= 1;
         }
 
         fn notify(&self) {
             let mut guard = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
-            *guard = guard.wrapping_add(1);
+            guard.value = guard.value.wrapping_add(1);
+            let waiters = guard.waiters;
             drop(guard);
-            self.cond.notify_all();
+            if waiters > 0 {
+                self.cond.notify_all();
+            }
         }
     }
 
