@@ -36,6 +36,8 @@ pub mod platform;
 pub mod socketer;
 pub mod sockstate;
 pub mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod types;
 pub mod wait;
 
@@ -54,4 +56,6 @@ pub use error::{Error, Result};
 pub use netlink::{AuthType, ConnectMode, ConnectParams, Event, IpMode, Netlinker, NotifyFn};
 pub use socketer::{Capabilities, Device, Netdever, Socketer, TlsSupport};
 pub use time::{Deadline, Instant};
+#[cfg(feature = "tls")]
+pub use tls::SoftTls;
 pub use types::*;
