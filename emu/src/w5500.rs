@@ -983,6 +983,11 @@ impl Chip {
         self.pump_link();
     }
 
+    /// Socket 0 is in MACRAW and its RX ring cannot take a full frame.
+    fn macraw_rx_full(&self) -> bool {
+        self.s[0].sr() == SOCK_MACRAW && self.rx_free(0) < MAX_FRAME + 2
+    }
+
     fn pump_link(&mut self) {
         let Some(mut link) = self.link.take() else {
             return;
@@ -1570,7 +1575,19 @@ impl Drop for W5500Emu {
 
 fn pump_thread(shared: &Shared, signal: Option<Arc<dyn RxSignal>>) {
     while !shared.stop.load(Ordering::Acquire) {
-        shared.with(|c| c.pump());
+        let ring_full = shared.with(|c| {
+            c.pump();
+            c.macraw_rx_full()
+        });
+        if ring_full {
+            // Frames are waiting on the link but the RX ring has no room:
+            // the link's signal would return at once and spin this thread
+            // against the driver that has to drain the ring. Wait for the
+            // next SPI transaction (it notifies `int_cv`) instead.
+            let mut chip = shared.chip.lock();
+            shared.int_cv.wait_for(&mut chip, PUMP_PERIOD);
+            continue;
+        }
         match &signal {
             Some(s) => s.wait(Some(PUMP_PERIOD)),
             None => std::thread::sleep(PUMP_PERIOD),
