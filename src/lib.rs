@@ -28,6 +28,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod board;
 pub mod error;
 pub mod fdtable;
 pub mod net;

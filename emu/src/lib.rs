@@ -11,7 +11,9 @@
 //! product crate and never built for a microcontroller.
 #![deny(missing_docs)]
 
+pub mod boards;
 pub mod bus;
 pub mod esp_hosted;
 pub mod espat;
+pub mod kernel;
 pub mod w5500;
