@@ -12,7 +12,23 @@
 //! example fails or overruns its time limit.
 #[path = "common/mod.rs"]
 mod common;
+#[path = "peers_ws_mqtt/mod.rs"]
+mod peers_ws_mqtt;
 
+#[path = "apps/http_get.rs"]
+mod http_get;
+#[path = "apps/http_head.rs"]
+mod http_head;
+#[path = "apps/http_post.rs"]
+mod http_post;
+#[path = "apps/http_postform.rs"]
+mod http_postform;
+#[path = "apps/mqttclient.rs"]
+mod mqttclient;
+#[path = "apps/ntpclient.rs"]
+mod ntpclient;
+#[path = "apps/snake.rs"]
+mod snake;
 #[path = "apps/socket.rs"]
 mod socket;
 #[path = "apps/tcpclient.rs"]
@@ -23,6 +39,16 @@ mod tcpecho;
 mod udpclient;
 #[path = "apps/udpecho.rs"]
 mod udpecho;
+#[path = "apps/webclient.rs"]
+mod webclient;
+#[path = "apps/webserver.rs"]
+mod webserver;
+#[path = "apps/websocket_dial.rs"]
+mod websocket_dial;
+#[path = "apps/websocket_handler.rs"]
+mod websocket_handler;
+#[path = "apps/webstatic.rs"]
+mod webstatic;
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -37,6 +63,18 @@ const EXAMPLES: &[(&Spec, RunFn)] = &[
     (&tcpecho::SPEC, tcpecho::run),
     (&udpclient::SPEC, udpclient::run),
     (&udpecho::SPEC, udpecho::run),
+    (&webclient::SPEC, webclient::run),
+    (&http_get::SPEC, http_get::run),
+    (&http_head::SPEC, http_head::run),
+    (&http_post::SPEC, http_post::run),
+    (&http_postform::SPEC, http_postform::run),
+    (&webserver::SPEC, webserver::run),
+    (&webstatic::SPEC, webstatic::run),
+    (&ntpclient::SPEC, ntpclient::run),
+    (&websocket_dial::SPEC, websocket_dial::run),
+    (&websocket_handler::SPEC, websocket_handler::run),
+    (&mqttclient::SPEC, mqttclient::run),
+    (&snake::SPEC, snake::run),
 ];
 
 /// Longest one example may take before it counts as failed.
@@ -72,7 +110,7 @@ fn main() {
             }
             "--list" => {
                 for (spec, _) in EXAMPLES {
-                    println!("{:<10} {}", spec.name, spec.about);
+                    println!("{:<14} {}", spec.name, spec.about);
                 }
                 return;
             }
@@ -108,7 +146,7 @@ fn main() {
         if !only.is_empty() && !only.iter().any(|n| n == spec.name) {
             continue;
         }
-        eprint!("running {:<10} ", spec.name);
+        eprint!("running {:<14} ", spec.name);
         let pcap = pcap_dir
             .as_ref()
             .map(|d| d.join(format!("{}.pcap", spec.name)));

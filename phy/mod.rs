@@ -26,6 +26,8 @@ pub mod fault;
 #[cfg(feature = "std")]
 pub mod memory;
 #[cfg(feature = "std")]
+pub mod passt;
+#[cfg(feature = "std")]
 pub mod pcap;
 #[cfg(feature = "tap")]
 pub mod tap;

@@ -113,9 +113,7 @@ fn embedded_nal_traits() {
         TcpClientStack::receive(&mut sb, &mut s, &mut buf),
         Err(nb::Error::WouldBlock)
     ));
-    for fd in [c] {
-        TcpClientStack::close(&mut sa, fd).unwrap();
-    }
+    TcpClientStack::close(&mut sa, c).unwrap();
     TcpClientStack::close(&mut sb, s).unwrap();
     TcpClientStack::close(&mut sb, l).unwrap();
 

@@ -1,18 +1,20 @@
 //! Hand-rolled command line parsing (no clap, to keep build times low).
 //!
-//! Every example takes the network options (`--board`, `--tap`, `--ip`,
-//! `--gateway`, `--dhcp`, `--pcap`); clients take `--peer`, servers `--port`,
-//! `--serve` and `--duration`; each example adds its own (`--bytes`, ...)
-//! through [`Spec::extra`].
+//! Every example takes the network options (`--board`, `--tap`, `--passt`,
+//! `--ip`, `--gateway`, `--dhcp`, `--pcap`); clients take `--peer`, servers
+//! `--port`, `--host-port`, `--serve` and `--duration`; each example adds its
+//! own (`--bytes`, `--url`, ...) through [`Spec::extra`].
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use netdever::{IpConfig, Ipv4Addr};
 
-use super::{DEV_IP, PEER_IP, SIM_PREFIX};
+use super::{DEV_IP, PASST_GATEWAY, PEER_IP, SIM_PREFIX};
 
 /// The boards (links) an example can run on, with a line of help each.
 pub const BOARDS: &[(&str, &str)] = &[
@@ -24,6 +26,10 @@ pub const BOARDS: &[(&str, &str)] = &[
         "tap",
         "an existing Linux TAP interface (--tap IFNAME; default when --tap is given)",
     ),
+    (
+        "passt",
+        "behind passt, a userspace gateway to this host (same as --passt; no root needed)",
+    ),
 ];
 
 /// Which board the device runs on.
@@ -33,19 +39,26 @@ pub enum Board {
     Sim,
     /// A Linux TAP interface.
     Tap,
+    /// Behind passt: host programs on 127.0.0.1 are at the gateway address.
+    Passt,
 }
 
 /// An example-specific option.
 pub struct Extra {
     /// `--name`.
     pub name: &'static str,
-    /// Placeholder for the value in the help (`N`, `BYTES`); empty for a flag.
+    /// Placeholder for the value in the help; empty for a flag. The
+    /// placeholders in [`NUMERIC`] take numbers (checked when parsing), any
+    /// other (`URL`, `FILE`, `TEXT`) takes free text.
     pub value: &'static str,
     /// Default value as it would be typed.
     pub default: &'static str,
     /// One line of help.
     pub help: &'static str,
 }
+
+/// Placeholders of [`Extra`] options whose values are numbers.
+pub const NUMERIC: &[&str] = &["N", "BYTES", "MS", "SECS"];
 
 /// What an example is and which options it takes.
 pub struct Spec {
@@ -82,8 +95,15 @@ pub struct Opts {
     pub serve: bool,
     /// `--duration SECS`: stop serving after this long.
     pub duration: Option<Duration>,
+    /// `--host-port H` (servers on passt): the host port on 127.0.0.1 that
+    /// passt forwards to `--port`.
+    pub host_port: u16,
+    /// Whether the example is a server (from its [`Spec`]).
+    pub server: bool,
     /// Print nothing but errors (the suite sets this).
     pub quiet: bool,
+    /// Set to stop a serving server early (tests use it; see [`Opts::stopped`]).
+    pub stop: Arc<AtomicBool>,
     extra: Vec<(&'static str, String)>,
 }
 
@@ -100,7 +120,10 @@ impl Opts {
             port: spec.default_port,
             serve: false,
             duration: None,
+            host_port: default_host_port(spec.default_port),
+            server: spec.server,
             quiet: false,
+            stop: Arc::new(AtomicBool::new(false)),
             extra: spec
                 .extra
                 .iter()
@@ -122,6 +145,12 @@ impl Opts {
             None => panic!("example has no option {name}"),
         }
         self
+    }
+
+    /// Whether a server should stop now: [`stop`](Self::stop) was set, or
+    /// `--duration` has passed since `started`.
+    pub fn stopped(&self, started: std::time::Instant) -> bool {
+        self.stop.load(Ordering::Acquire) || self.duration.is_some_and(|d| started.elapsed() >= d)
     }
 
     /// Print a progress line unless quiet.
@@ -156,9 +185,29 @@ impl Opts {
         self.raw(name) == "true"
     }
 
+    /// A text option as given (empty if not given and without default).
+    pub fn text(&self, name: &str) -> &str {
+        self.raw(name)
+    }
+
+    /// A text option, `None` when empty.
+    pub fn text_opt(&self, name: &str) -> Option<&str> {
+        Some(self.raw(name)).filter(|v| !v.is_empty())
+    }
+
     /// Milliseconds.
     pub fn millis(&self, name: &str) -> Result<Duration, String> {
         self.num(name).map(Duration::from_millis)
+    }
+}
+
+/// The host port passt forwards to a server's `port` by default: the same
+/// port when unprivileged, else `port + 10000` (80 -> 10080).
+pub fn default_host_port(port: u16) -> u16 {
+    if port >= 1024 {
+        port
+    } else {
+        port + 10000
     }
 }
 
@@ -182,12 +231,12 @@ pub fn parse_size(s: &str) -> Option<u64> {
 pub fn usage(spec: &Spec) -> String {
     let mut u = String::new();
     let role = if spec.server {
-        "[--port P] [--serve] [--duration SECS]"
+        "[--port P] [--host-port H] [--serve] [--duration SECS]"
     } else {
         "[--peer A.B.C.D:P]"
     };
     u += &format!(
-        "{name} — {about}\n\nUSAGE:\n    {name} [--board sim|tap] [--tap IFNAME (--ip A.B.C.D/N [--gateway G] | --dhcp)]\n        [--pcap FILE] {role} [OPTIONS]\n\n",
+        "{name} — {about}\n\nUSAGE:\n    {name} [--board sim|tap|passt] [--tap IFNAME (--ip A.B.C.D/N [--gateway G] | --dhcp)]\n        [--passt] [--pcap FILE] {role} [OPTIONS]\n\n",
         name = spec.name,
         about = spec.about,
     );
@@ -195,20 +244,24 @@ pub fn usage(spec: &Spec) -> String {
     u += &format!(
         "    (default)               the built-in simulated network: this device is {DEV_IP}/{SIM_PREFIX},\n                            a second stack in the process is the peer at {PEER_IP}/{SIM_PREFIX}.\n                            No root needed.\n"
     );
-    u += "    --board NAME            sim or tap (co-processor boards come later)\n";
+    u += "    --board NAME            sim, tap or passt (co-processor boards come later)\n";
     u += "    --tap IFNAME            run on an existing TAP interface (implies --board tap)\n";
-    u += "    --ip A.B.C.D/N          static address on the TAP link\n";
+    u += &format!(
+        "    --passt                 run behind passt, a userspace gateway to this host (implies\n                            --board passt; package passt, no root). The device gets\n                            its address by DHCP from passt; programs listening on this\n                            host's 127.0.0.1 are reached at the gateway {PASST_GATEWAY}\n                            (--peer 127.0.0.1:P is rewritten to it; clients default to\n                            {PASST_GATEWAY}:P); a server's --port is forwarded from\n                            127.0.0.1:--host-port.\n"
+    );
+    u += "    --ip A.B.C.D/N          static address (TAP; on passt: the address passt assigns)\n";
     u += "    --gateway A.B.C.D       default gateway (with --ip)\n";
-    u += "    --dhcp                  get the address over DHCP instead\n";
+    u += "    --dhcp                  get the address over DHCP (TAP; the default on passt)\n";
     u += "    --pcap FILE             record every frame of this device to FILE (pcap)\n";
     if spec.server {
         u += &format!(
-            "\nSERVER:\n    --port P                port to listen on (default {})\n    --serve                 on the simulated network, keep serving after the self-test\n                            (on TAP the server always serves)\n    --duration SECS         stop serving after SECS seconds (default: until killed)\n",
-            spec.default_port
+            "\nSERVER:\n    --port P                port to listen on (default {})\n    --host-port H           on passt: the port on 127.0.0.1 forwarded to --port\n                            (default {})\n    --serve                 on the simulated network, keep serving after the self-test\n                            (on TAP and passt the server always serves)\n    --duration SECS         stop serving after SECS seconds (default: until killed)\n",
+            spec.default_port,
+            default_host_port(spec.default_port)
         );
     } else {
         u += &format!(
-            "\nCLIENT:\n    --peer A.B.C.D:P        the server to talk to (required on TAP; on the simulated\n                            network the peer is {PEER_IP} and P picks its port, default {})\n",
+            "\nCLIENT:\n    --peer A.B.C.D:P        the server to talk to (required on TAP; on the simulated\n                            network the peer is {PEER_IP} and P picks its port, default {};\n                            on passt the default is the host, {PASST_GATEWAY}:P)\n",
             spec.default_port
         );
     }
@@ -220,7 +273,7 @@ pub fn usage(spec: &Spec) -> String {
             } else {
                 format!("{} {}", e.name, e.value)
             };
-            let default = if e.value.is_empty() {
+            let default = if e.value.is_empty() || e.default.is_empty() {
                 String::new()
             } else {
                 format!(" (default {})", e.default)
@@ -237,6 +290,8 @@ pub fn parse(spec: &Spec, args: impl IntoIterator<Item = String>) -> Result<Opti
     let mut o = Opts::defaults(spec);
     let mut board: Option<String> = None;
     let mut gateway: Option<Ipv4Addr> = None;
+    let mut passt = false;
+    let mut host_port: Option<u16> = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -245,10 +300,10 @@ pub fn parse(spec: &Spec, args: impl IntoIterator<Item = String>) -> Result<Opti
         };
         let takes_value = match name.as_str() {
             "-h" | "--help" => return Ok(None),
-            "--dhcp" => false,
+            "--dhcp" | "--passt" => false,
             "--serve" if spec.server => false,
             "--board" | "--tap" | "--ip" | "--gateway" | "--pcap" => true,
-            "--port" | "--duration" if spec.server => true,
+            "--port" | "--host-port" | "--duration" if spec.server => true,
             "--peer" if !spec.server => true,
             n => match spec.extra.iter().find(|e| e.name == n) {
                 Some(e) => !e.value.is_empty(),
@@ -282,12 +337,19 @@ pub fn parse(spec: &Spec, args: impl IntoIterator<Item = String>) -> Result<Opti
                 )
             }
             "--dhcp" => o.dhcp = true,
+            "--passt" => passt = true,
             "--pcap" => o.pcap = Some(PathBuf::from(value)),
             "--serve" => o.serve = true,
             "--port" => {
                 o.port = value
                     .parse()
                     .map_err(|_| format!("--port: expected a port number, got {value}"))?;
+            }
+            "--host-port" => {
+                host_port =
+                    Some(value.parse().map_err(|_| {
+                        format!("--host-port: expected a port number, got {value}")
+                    })?);
             }
             "--duration" => {
                 let secs: f64 = value
@@ -305,7 +367,11 @@ pub fn parse(spec: &Spec, args: impl IntoIterator<Item = String>) -> Result<Opti
                 )
             }
             n => {
-                if takes_value && parse_size(&value).is_none() {
+                let numeric = spec
+                    .extra
+                    .iter()
+                    .any(|e| e.name == n && NUMERIC.contains(&e.value));
+                if numeric && parse_size(&value).is_none() {
                     return Err(format!(
                         "{n}: expected a number (suffixes K, M, G), got {value}"
                     ));
@@ -320,8 +386,14 @@ pub fn parse(spec: &Spec, args: impl IntoIterator<Item = String>) -> Result<Opti
         }
     }
 
+    o.host_port = host_port.unwrap_or(default_host_port(o.port));
     o.board = match board.as_deref() {
+        _ if passt && (o.tap.is_some() || board.as_deref().is_some_and(|b| b != "passt")) => {
+            return Err("--passt cannot be combined with --tap or another --board".into())
+        }
         None if o.tap.is_some() => Board::Tap,
+        None if passt => Board::Passt,
+        Some("passt") => Board::Passt,
         None | Some("sim") => Board::Sim,
         Some("tap") => Board::Tap,
         Some(other) => {
@@ -380,6 +452,101 @@ pub fn parse(spec: &Spec, args: impl IntoIterator<Item = String>) -> Result<Opti
                 );
             }
         }
+        Board::Passt => {
+            if o.tap.is_some() {
+                return Err("--tap and --passt are two different links; pick one".into());
+            }
+            if o.dhcp && o.ip.is_some() {
+                return Err("give either --ip or --dhcp, not both".into());
+            }
+            if let Some(c) = &mut o.ip {
+                if c.prefix_len == 0 || c.prefix_len > 30 {
+                    return Err("--ip: passt needs a prefix of /1 to /30".into());
+                }
+                // passt plays the gateway: by default .2 of the network.
+                let g = gateway.unwrap_or_else(|| {
+                    let net = u32::from(c.addr) & (u32::MAX << (32 - c.prefix_len));
+                    Ipv4Addr::from(net + 2)
+                });
+                if g == c.addr {
+                    return Err(format!("--ip {} is the gateway's address", c.addr));
+                }
+                c.gateway = Some(g);
+            } else if gateway.is_some() {
+                return Err("--gateway goes with --ip".into());
+            }
+            if !spec.server {
+                // Clients talk to host programs: 127.0.0.1 on this host is the
+                // gateway on passt's side.
+                let gw =
+                    o.ip.as_ref()
+                        .and_then(|c| c.gateway)
+                        .unwrap_or(PASST_GATEWAY);
+                o.peer = Some(match o.peer {
+                    None => SocketAddr::from((gw, o.port)),
+                    Some(p) if p.ip().is_loopback() => SocketAddr::from((gw, p.port())),
+                    Some(p) => p,
+                });
+                o.port = o.peer.map_or(o.port, |p| p.port());
+            }
+        }
     }
     Ok(Some(o))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLIENT: Spec = Spec {
+        name: "c",
+        about: "",
+        server: false,
+        default_port: 8000,
+        extra: &[Extra {
+            name: "--url",
+            value: "URL",
+            default: "",
+            help: "",
+        }],
+    };
+    const SERVER: Spec = Spec {
+        name: "s",
+        about: "",
+        server: true,
+        default_port: 80,
+        extra: &[],
+    };
+
+    fn p(spec: &Spec, args: &[&str]) -> Result<Opts, String> {
+        parse(spec, args.iter().map(|a| a.to_string())).map(|o| o.expect("not --help"))
+    }
+
+    #[test]
+    fn passt_options() {
+        let o = p(&CLIENT, &["--passt"]).unwrap();
+        assert_eq!(o.board, Board::Passt);
+        assert_eq!(o.peer, Some(SocketAddr::from((PASST_GATEWAY, 8000))));
+        // 127.0.0.1 is this host: on passt's side, the gateway.
+        let o = p(&CLIENT, &["--board", "passt", "--peer", "127.0.0.1:9"]).unwrap();
+        assert_eq!(o.peer, Some(SocketAddr::from((PASST_GATEWAY, 9))));
+        assert_eq!(o.port, 9);
+        // Free-text options take text.
+        let o = p(&CLIENT, &["--url", "http://x/"]).unwrap();
+        assert_eq!(o.text("--url"), "http://x/");
+        let o = p(&SERVER, &["--passt"]).unwrap();
+        assert_eq!((o.port, o.host_port), (80, 10080));
+        let o = p(
+            &SERVER,
+            &["--passt", "--port", "8080", "--host-port", "18080"],
+        )
+        .unwrap();
+        assert_eq!((o.port, o.host_port), (8080, 18080));
+        let o = p(&SERVER, &["--passt", "--ip", "192.168.9.5/24"]).unwrap();
+        let ip = o.ip.unwrap();
+        assert_eq!(ip.gateway, Some(Ipv4Addr::new(192, 168, 9, 2)));
+        assert!(p(&SERVER, &["--passt", "--tap", "tap0"]).is_err());
+        assert!(p(&SERVER, &["--passt", "--board", "sim"]).is_err());
+        assert!(p(&SERVER, &["--passt", "--ip", "10.0.2.2/24"]).is_err());
+    }
 }

@@ -1,6 +1,8 @@
 //! Shared by every example: the command line, the network the example runs
-//! on (the built-in simulated network or a TAP interface), the simulated
-//! peer, and a few small helpers.
+//! on (the built-in simulated network, a TAP interface, or passt's userspace
+//! gateway to this host), the simulated peers (servers and clients for the
+//! examples to talk to), a small HTTP/1.1 client and server, SNTP and DNS,
+//! and a few helpers.
 //!
 //! An example binary is three lines: include this module and its app module
 //! (`examples/apps/<name>.rs`), then hand the app's [`Spec`] and `run`
@@ -9,8 +11,12 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod dns;
+pub mod http;
+pub mod httpd;
 pub mod pattern;
 pub mod peers;
+pub mod sntp;
 pub mod tcp;
 
 use std::io::Write as _;
@@ -18,6 +24,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use netdever::phy::memory::MemorySwitch;
+use netdever::phy::passt::{PasstConfig, PasstLink};
 use netdever::phy::pcap::PcapLink;
 use netdever::phy::Link;
 use netdever::stack::host::HostStack;
@@ -38,6 +45,13 @@ pub const SIM_PREFIX: u8 = 24;
 pub const DEV_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 /// The simulated peer's MAC.
 pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+/// The gateway passt plays by default: host programs on 127.0.0.1 are here.
+pub const PASST_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+/// The address passt hands our device by default.
+pub const PASST_DEV_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+/// A name the simulated peer's DNS server resolves to the peer (every
+/// `*.sim.test` name does).
+pub const PEER_NAME: &str = "peer.sim.test";
 
 /// What one example run reports on success: a one-line figure such as
 /// `"612.4 MB/s (16 MiB)"` or `"rtt avg 41 us, p99 80 us"`.
@@ -62,10 +76,24 @@ pub fn stack_config() -> StackConfig {
 pub struct Net {
     /// Our device: every example talks only to this.
     pub dev: HostStack,
-    /// The simulated peer (a second stack on the same switch), `None` on TAP.
+    /// The simulated peer (a second stack on the same switch), `None` on TAP
+    /// and passt.
     pub peer: Option<HostStack>,
     /// Which board (link) the device runs on.
     pub board: Board,
+    /// On passt: the gateway (this host's 127.0.0.1) and the port forward.
+    pub passt: Option<PasstInfo>,
+}
+
+/// What an example on passt needs to know about the gateway.
+#[derive(Debug, Clone)]
+pub struct PasstInfo {
+    /// The gateway address: host programs on 127.0.0.1 are reached here.
+    pub gateway: Ipv4Addr,
+    /// `(host port on 127.0.0.1, device port)` forwarded by passt (servers).
+    pub forward: Option<(u16, u16)>,
+    /// passt's PID.
+    pub pid: Option<u32>,
 }
 
 impl Net {
@@ -77,15 +105,73 @@ impl Net {
         let dev_link = switch.port(DEV_MAC);
         let peer_link = switch.port(PEER_MAC);
         let static_ip = |a| IpMode::Static(IpConfig::new(a, SIM_PREFIX));
+        // The peer is the device's DNS server too (see `peers::dns_server`).
+        let dev_ip = IpMode::Static(IpConfig::new(DEV_IP, SIM_PREFIX).with_dns(PEER_IP));
         let dev = match pcap {
-            Some(p) => start(with_pcap(dev_link, p)?, static_ip(DEV_IP), "sim", "")?,
-            None => start(dev_link, static_ip(DEV_IP), "sim", "")?,
+            Some(p) => start(with_pcap(dev_link, p)?, dev_ip, "sim", "")?,
+            None => start(dev_link, dev_ip, "sim", "")?,
         };
         let peer = start(peer_link, static_ip(PEER_IP), "sim peer", "")?;
         Ok(Net {
             dev,
             peer: Some(peer),
             board: Board::Sim,
+            passt: None,
+        })
+    }
+
+    /// Our device behind passt: a passt process started for it, its
+    /// address from passt's DHCP (or `ip`, which passt is then told to
+    /// assign), `forward` = `(host port, device port)` for a server.
+    pub fn passt(
+        ip: Option<&IpConfig>,
+        forward: Option<(u16, u16)>,
+        pcap: Option<&Path>,
+    ) -> Result<Net, String> {
+        let mut cfg = PasstConfig::new().mac(DEV_MAC);
+        if let Some(c) = ip {
+            let gw = c.gateway.unwrap_or(PASST_GATEWAY);
+            cfg = cfg.network(c.addr, c.prefix_len, gw).dhcp(false);
+        }
+        if let Some((host, guest)) = forward {
+            cfg = cfg.tcp_forward(host, guest).udp_forward(host, guest);
+        }
+        let link = PasstLink::spawn(&cfg).map_err(|e| format!("passt: {e}"))?;
+        let info = PasstInfo {
+            gateway: link.gateway(),
+            forward,
+            pid: link.pid(),
+        };
+        let mode = match ip {
+            Some(_) => IpMode::Static(link.ip_config()),
+            None => IpMode::Dhcp,
+        };
+        let hint = "passt is running but the link stays down";
+        let dev = match pcap {
+            Some(p) => start(with_pcap(link, p)?, mode, "passt", hint)?,
+            None => start(link, mode, "passt", hint)?,
+        };
+        Ok(Net {
+            dev,
+            peer: None,
+            board: Board::Passt,
+            passt: Some(info),
+        })
+    }
+
+    /// Our device on a link someone else opened (tests open a TAP inside a
+    /// network namespace this way), addressed per `ip`, with no peer.
+    pub fn on_link<L: Link + Send + 'static>(
+        link: L,
+        ip: IpMode,
+        board: Board,
+    ) -> Result<Net, String> {
+        let dev = start(link, ip, "link", "is the link up?")?;
+        Ok(Net {
+            dev,
+            peer: None,
+            board,
+            passt: None,
         })
     }
 
@@ -108,6 +194,7 @@ impl Net {
             dev,
             peer: None,
             board: Board::Tap,
+            passt: None,
         })
     }
 
@@ -138,7 +225,124 @@ impl Net {
             }
             #[cfg(not(feature = "tap"))]
             Board::Tap => Err("this build has no TAP support (feature `tap`)".into()),
+            Board::Passt => {
+                let forward = o.server.then_some((o.host_port, o.port));
+                let net = Net::passt(o.ip.as_ref(), forward, o.pcap.as_deref())?;
+                let info = net.passt.as_ref().expect("passt info");
+                if let Ok(c) = net.dev.ip_config() {
+                    o.say(format_args!(
+                        "net up behind passt (pid {}): {}/{}, gateway {} = this host's 127.0.0.1",
+                        info.pid.map_or("?".into(), |p| p.to_string()),
+                        c.addr,
+                        c.prefix_len,
+                        info.gateway
+                    ));
+                }
+                if let Some((h, g)) = forward {
+                    o.say(format_args!(
+                        "passt forwards 127.0.0.1:{h} on this host to device port {g} (TCP and UDP)"
+                    ));
+                }
+                Ok(net)
+            }
         }
+    }
+
+    /// Where host programs are for the device: on passt the gateway
+    /// (`127.0.0.1` of this host), `None` elsewhere.
+    pub fn host_gateway(&self) -> Option<Ipv4Addr> {
+        self.passt.as_ref().map(|p| p.gateway)
+    }
+
+    /// A host name as the device must use it: on passt `localhost` and
+    /// `127.x.y.z` (this host) become the gateway; otherwise unchanged.
+    pub fn device_host(&self, host: &str) -> String {
+        match self.host_gateway() {
+            Some(gw)
+                if host == "localhost"
+                    || host.parse::<Ipv4Addr>().is_ok_and(|a| a.is_loopback()) =>
+            {
+                gw.to_string()
+            }
+            _ => host.to_string(),
+        }
+    }
+
+    /// The URL an HTTP client example fetches: `--url` if given (on passt,
+    /// `localhost` / `127.0.0.1` mean this host and become the gateway),
+    /// else `path` on the network's default server: the simulated peer by
+    /// name ([`PEER_NAME`], through its DNS server), or this host behind
+    /// passt. On TAP `--url` is required.
+    pub fn url_for(&self, o: &Opts, path: &str) -> Result<http::Url, String> {
+        match o.text_opt("--url") {
+            Some(u) => {
+                let mut url = http::Url::parse(u)?;
+                url.host = self.device_host(&url.host);
+                Ok(url)
+            }
+            None => {
+                let host = match (self.board, self.host_gateway()) {
+                    (Board::Sim, _) => PEER_NAME.to_string(),
+                    (_, Some(gw)) => gw.to_string(),
+                    _ => return Err("give the server with --url http://HOST[:PORT]/PATH".into()),
+                };
+                http::Url::parse(&format!("http://{host}:{}{path}", o.port))
+            }
+        }
+    }
+
+    /// Run `f` with the simulated peer serving the HTTP test site
+    /// ([`peers::test_site`]) on `port` and DNS for `*.sim.test`; on other
+    /// boards just run `f`.
+    pub fn with_web_peer<R>(&self, port: u16, f: impl FnOnce() -> R) -> Result<R, String> {
+        let Some(peer) = &self.peer else {
+            return Ok(f());
+        };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let dns = peers::dns_server(s, peer, &stop)?;
+            let web = match peers::http_server(s, peer, port, &stop) {
+                Ok(w) => w,
+                Err(e) => {
+                    stop.store(true, std::sync::atomic::Ordering::Release);
+                    let _ = dns.join();
+                    return Err(e);
+                }
+            };
+            let r = f();
+            stop.store(true, std::sync::atomic::Ordering::Release);
+            let _ = dns.join();
+            let _ = web.join();
+            Ok(r)
+        })
+    }
+
+    /// Print `listening on A.B.C.D:P` (the examples' convention) and, on
+    /// passt, where host programs reach it.
+    pub fn announce_listening(&self, o: &Opts, port: u16) -> Result<(), String> {
+        let ip = self.dev_ip()?;
+        if !o.quiet {
+            announce(format_args!("listening on {ip}:{port}"));
+            if let Some((h, g)) = self.passt.as_ref().and_then(|p| p.forward) {
+                if g == port {
+                    announce(format_args!(
+                        "from this host: 127.0.0.1:{h} (forwarded by passt)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a host client reaches the server on device port `port`: the
+    /// passt forward on 127.0.0.1, else the device address itself.
+    pub fn reachable_at(&self, port: u16) -> Result<std::net::SocketAddr, String> {
+        if let Some((h, g)) = self.passt.as_ref().and_then(|p| p.forward) {
+            if g == port {
+                return Ok(std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, h)));
+            }
+        }
+        Ok(std::net::SocketAddr::from((self.dev_ip()?, port)))
     }
 
     /// Our device's IPv4 address.
@@ -250,7 +454,7 @@ pub fn main(spec: &Spec, run: RunFn) -> ! {
     };
     // Clients and self-tests are bounded; a server told to serve runs until
     // killed or until --duration.
-    if !(o.serve || (spec.server && o.board == Board::Tap)) {
+    if !(o.serve || (spec.server && matches!(o.board, Board::Tap | Board::Passt))) {
         watchdog(spec.name, Duration::from_secs(120));
     }
     let net = match Net::from_opts(&o) {
