@@ -587,9 +587,9 @@ impl<'a, L: Link, const FDS: usize> Inner<'a, L, FDS> {
             // Like Linux's tcp_fin_timeout: a peer that stops answering
             // (never ACKs or never sends its FIN) must not hold a pooled
             // socket forever.
-            self.sockets
-                .get_mut::<tcp::Socket>(h)
-                .set_timeout(Some(smoltcp::time::Duration::from_secs(CLOSING_TIMEOUT_SECS)));
+            self.sockets.get_mut::<tcp::Socket>(h).set_timeout(Some(
+                smoltcp::time::Duration::from_secs(CLOSING_TIMEOUT_SECS),
+            ));
             self.close_tx(h);
         } else {
             self.fin_pending.retain(|&p| p != h);
