@@ -113,7 +113,9 @@ fn integrity_16mib_through_faults() {
         "integrity_16mib_through_faults",
         Duration::from_secs(300),
         faulty_fixture,
-        |dut, peer| conformance::transfer_sha256(dut, peer, 16 << 20, Duration::from_secs(140)),
+        |dut, peer| {
+            conformance::transfer_sha256_eof(dut, peer, 16 << 20, Duration::from_secs(140), false)
+        },
     );
 }
 
