@@ -29,7 +29,7 @@ use netdever::SockOpt;
 use rand::RngCore;
 
 use crate::common::cli::Extra;
-use crate::common::{Net, Opts, Outcome, Spec, PEER_IP};
+use crate::common::{Net, Opts, Outcome, Spec};
 use crate::peers_ws_mqtt::broker::{self, Broker};
 use crate::peers_ws_mqtt::mqtt::{self, qos_level, MqttError, PacketReader};
 use crate::peers_ws_mqtt::{text, Dev, StopWhen, Stream};
@@ -262,7 +262,7 @@ pub fn run(net: &Net, o: &Opts) -> Outcome {
                 };
                 let h = broker::start(s, peer, o.port, when, state)
                     .map_err(|e| format!("peer broker: {e}"))?;
-                (SocketAddr::from((PEER_IP, o.port)), Some(h))
+                (SocketAddr::from((net.peer_ip, o.port)), Some(h))
             }
             None => (o.peer.ok_or("--peer A.B.C.D:P is required")?, None),
         };

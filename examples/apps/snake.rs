@@ -26,7 +26,7 @@ use netdever::net::TcpStream;
 use netdever::{AddressFamily, Error, Netdever, Protocol, SockType};
 
 use crate::common::cli::Extra;
-use crate::common::{fmt_size, Net, Opts, Outcome, Spec, PEER_IP};
+use crate::common::{fmt_size, Net, Opts, Outcome, Spec};
 use crate::peers_ws_mqtt::{echo, Dev, StopWhen, Stream};
 
 /// Command line of `snake`.
@@ -106,7 +106,7 @@ pub fn run(net: &Net, o: &Opts) -> Outcome {
                 };
                 let h = echo::start(s, peer, o.port, links.min(8), when)
                     .map_err(|e| format!("peer: {e}"))?;
-                (SocketAddr::from((PEER_IP, o.port)), Some(h))
+                (SocketAddr::from((net.peer_ip, o.port)), Some(h))
             }
             None => (o.peer.ok_or("--peer A.B.C.D:P is required")?, None),
         };

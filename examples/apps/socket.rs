@@ -19,7 +19,7 @@ use netdever::{
 use crate::common::cli::Extra;
 use crate::common::pattern::Pattern;
 use crate::common::peers::tcp_sink;
-use crate::common::{fmt_size, mb_per_s, Net, Opts, Outcome, Spec, PEER_IP};
+use crate::common::{fmt_size, mb_per_s, Net, Opts, Outcome, Spec};
 
 /// Command line of `socket`.
 pub const SPEC: Spec = Spec {
@@ -48,7 +48,7 @@ pub fn run(net: &Net, o: &Opts) -> Outcome {
     std::thread::scope(|s| {
         let (target, sink) = match &net.peer {
             Some(peer) => (
-                SocketAddr::from((PEER_IP, o.port)),
+                SocketAddr::from((net.peer_ip, o.port)),
                 Some(tcp_sink(s, peer, o.port, SEED, LIMIT)?),
             ),
             None => (o.peer.ok_or("--peer A.B.C.D:P is required")?, None),

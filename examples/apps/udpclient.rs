@@ -14,7 +14,7 @@ use netdever::{Deadline, Error, MsgFlags, Netdever};
 
 use crate::common::cli::Extra;
 use crate::common::pattern::Pattern;
-use crate::common::{Net, Opts, Outcome, Spec, PEER_IP};
+use crate::common::{Net, Opts, Outcome, Spec};
 use crate::udpecho;
 
 /// Command line of `udpclient`.
@@ -183,7 +183,7 @@ pub fn run(net: &Net, o: &Opts) -> Outcome {
                 let fd = udpecho::bind(peer, o.port).map_err(|e| format!("peer: {e}"))?;
                 let (stopped, stats) = (&stopped, &stats);
                 s.spawn(move || udpecho::serve(peer, fd, stopped, stats));
-                SocketAddr::from((PEER_IP, o.port))
+                SocketAddr::from((net.peer_ip, o.port))
             }
             None => o.peer.ok_or("--peer A.B.C.D:P is required")?,
         };

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::common::cli::Extra;
-use crate::common::{Net, Opts, Outcome, Spec, PEER_IP};
+use crate::common::{Net, Opts, Outcome, Spec};
 use crate::peers_ws_mqtt::ws::{self, MAX_FRAME};
 use crate::peers_ws_mqtt::{text, StopWhen};
 
@@ -72,7 +72,7 @@ pub fn run(net: &Net, o: &Opts) -> Outcome {
                     max_clients: 1,
                 };
                 let h = ws::echo_server(s, peer, o.port, when).map_err(|e| format!("peer: {e}"))?;
-                (SocketAddr::from((PEER_IP, o.port)), Some(h))
+                (SocketAddr::from((net.peer_ip, o.port)), Some(h))
             }
             None => (o.peer.ok_or("--peer A.B.C.D:P is required")?, None),
         };

@@ -30,6 +30,22 @@ pub const BOARDS: &[(&str, &str)] = &[
         "passt",
         "behind passt, a userspace gateway to this host (same as --passt; no root needed)",
     ),
+    (
+        "w5500-macraw",
+        "emulated W5500 in MACRAW, smoltcp on the host side (simulated network or --tap)",
+    ),
+    (
+        "w5500-offload",
+        "emulated W5500 hardwired sockets (chip at 127.0.0.2, peer on this host's loopback)",
+    ),
+    (
+        "esp-at",
+        "emulated ESP-AT firmware on a serial line (chip at 127.0.0.3, peer on loopback)",
+    ),
+    (
+        "esp-hosted",
+        "emulated ESP32 with ESP-Hosted-FG, Wi-Fi bridge to the simulated network or --tap",
+    ),
 ];
 
 /// Which board the device runs on.
@@ -41,6 +57,8 @@ pub enum Board {
     Tap,
     /// Behind passt: host programs on 127.0.0.1 are at the gateway address.
     Passt,
+    /// An emulated co-processor board (`netdever_emu::boards`).
+    Chip(netdever_emu::boards::Board),
 }
 
 /// An example-specific option.
@@ -244,7 +262,7 @@ pub fn usage(spec: &Spec) -> String {
     u += &format!(
         "    (default)               the built-in simulated network: this device is {DEV_IP}/{SIM_PREFIX},\n                            a second stack in the process is the peer at {PEER_IP}/{SIM_PREFIX}.\n                            No root needed.\n"
     );
-    u += "    --board NAME            sim, tap or passt (co-processor boards come later)\n";
+    u += "    --board NAME            sim, tap, passt, or an emulated chip: w5500-macraw,\n                            w5500-offload, esp-at, esp-hosted\n";
     u += "    --tap IFNAME            run on an existing TAP interface (implies --board tap)\n";
     u += &format!(
         "    --passt                 run behind passt, a userspace gateway to this host (implies\n                            --board passt; package passt, no root). The device gets\n                            its address by DHCP from passt; programs listening on this\n                            host's 127.0.0.1 are reached at the gateway {PASST_GATEWAY}\n                            (--peer 127.0.0.1:P is rewritten to it; clients default to\n                            {PASST_GATEWAY}:P); a server's --port is forwarded from\n                            127.0.0.1:--host-port.\n"
@@ -396,10 +414,13 @@ pub fn parse(spec: &Spec, args: impl IntoIterator<Item = String>) -> Result<Opti
         Some("passt") => Board::Passt,
         None | Some("sim") => Board::Sim,
         Some("tap") => Board::Tap,
+        Some(other) if other.parse::<netdever_emu::boards::Board>().is_ok() => {
+            Board::Chip(other.parse().expect("checked"))
+        }
         Some(other) => {
             let list: Vec<String> = BOARDS
                 .iter()
-                .map(|(n, h)| format!("    {n:<6}{h}"))
+                .map(|(n, h)| format!("    {n:<14}{h}"))
                 .collect();
             return Err(format!(
                 "unknown board {other:?}; the boards are:\n{}",
@@ -408,6 +429,25 @@ pub fn parse(spec: &Spec, args: impl IntoIterator<Item = String>) -> Result<Opti
         }
     };
     match o.board {
+        Board::Chip(_) => {
+            if o.dhcp || (o.tap.is_some() && o.ip.is_none()) {
+                return Err("an emulated board on --tap needs --ip A.B.C.D/N (no --dhcp)".into());
+            }
+            if o.tap.is_none() && (o.ip.is_some() || gateway.is_some()) {
+                return Err(
+                    "on the simulated network the boards have fixed addresses; --ip is for --tap"
+                        .into(),
+                );
+            }
+            if let (Some(c), Some(g)) = (&mut o.ip, gateway) {
+                c.gateway = Some(g);
+            }
+            if o.tap.is_some() && !spec.server && o.peer.is_none() {
+                return Err(
+                    "on a TAP link there is no built-in peer: give --peer A.B.C.D:P".into(),
+                );
+            }
+        }
         Board::Sim => {
             if o.tap.is_some() {
                 return Err(

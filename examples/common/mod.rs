@@ -72,13 +72,22 @@ pub fn stack_config() -> StackConfig {
     }
 }
 
+/// The device (or peer) an example talks to: any board's Netdever + Netlinker.
+pub type Dev = std::sync::Arc<dyn netdever::Device + Send + Sync>;
+
 /// The network an example runs on.
 pub struct Net {
     /// Our device: every example talks only to this.
-    pub dev: HostStack,
+    pub dev: Dev,
     /// The simulated peer (a second stack on the same switch), `None` on TAP
     /// and passt.
-    pub peer: Option<HostStack>,
+    pub peer: Option<Dev>,
+    /// The peer's address (where the simulated peer's servers listen).
+    pub peer_ip: Ipv4Addr,
+    /// An emulated board's chip, glue threads and peer; kept alive here.
+    pub probed: Option<std::sync::Mutex<netdever_emu::boards::Probed>>,
+    /// What the emulated board is, for logs.
+    pub summary: Option<String>,
     /// Which board (link) the device runs on.
     pub board: Board,
     /// On passt: the gateway (this host's 127.0.0.1) and the port forward.
@@ -113,8 +122,11 @@ impl Net {
         };
         let peer = start(peer_link, static_ip(PEER_IP), "sim peer", "")?;
         Ok(Net {
-            dev,
-            peer: Some(peer),
+            dev: std::sync::Arc::new(dev),
+            peer: Some(std::sync::Arc::new(peer)),
+            peer_ip: PEER_IP,
+            probed: None,
+            summary: None,
             board: Board::Sim,
             passt: None,
         })
@@ -152,8 +164,11 @@ impl Net {
             None => start(link, mode, "passt", hint)?,
         };
         Ok(Net {
-            dev,
+            dev: std::sync::Arc::new(dev),
             peer: None,
+            peer_ip: PEER_IP,
+            probed: None,
+            summary: None,
             board: Board::Passt,
             passt: Some(info),
         })
@@ -168,8 +183,11 @@ impl Net {
     ) -> Result<Net, String> {
         let dev = start(link, ip, "link", "is the link up?")?;
         Ok(Net {
-            dev,
+            dev: std::sync::Arc::new(dev),
             peer: None,
+            peer_ip: PEER_IP,
+            probed: None,
+            summary: None,
             board,
             passt: None,
         })
@@ -191,16 +209,53 @@ impl Net {
             None => start(link, ip, &what, &hint)?,
         };
         Ok(Net {
-            dev,
+            dev: std::sync::Arc::new(dev),
             peer: None,
+            peer_ip: PEER_IP,
+            probed: None,
+            summary: None,
             board: Board::Tap,
             passt: None,
+        })
+    }
+
+    /// An emulated co-processor board on the simulated network (its peer
+    /// is a second stack, or for offload boards this host's loopback), or
+    /// on a TAP with `ip`.
+    pub fn chip(
+        board: netdever_emu::boards::Board,
+        tap: Option<&str>,
+        ip: Option<&IpConfig>,
+    ) -> Result<Net, String> {
+        use netdever_emu::boards::{probe, HostNet};
+        let net = match (tap, ip) {
+            (Some(t), Some(c)) => HostNet::tap(t, IpMode::Static(c.clone())),
+            (Some(_), None) => return Err("an emulated board on --tap needs --ip".into()),
+            (None, _) => HostNet::sim(),
+        };
+        let p = probe(board, net.with_stack(stack_config()))?;
+        p.connect()?;
+        Ok(Net {
+            dev: p.device.clone(),
+            peer: p.peer.clone(),
+            peer_ip: p.peer_ip.unwrap_or(PEER_IP),
+            board: Board::Chip(board),
+            passt: None,
+            summary: Some(p.summary.clone()),
+            probed: Some(std::sync::Mutex::new(p)),
         })
     }
 
     /// The network the command line asks for.
     pub fn from_opts(o: &Opts) -> Result<Net, String> {
         match o.board {
+            Board::Chip(b) => {
+                let net = Net::chip(b, o.tap.as_deref(), o.ip.as_ref())?;
+                if let Some(summary) = &net.summary {
+                    o.say(format_args!("{summary}"));
+                }
+                Ok(net)
+            }
             Board::Sim => Net::sim(o.pcap.as_deref()),
             #[cfg(feature = "tap")]
             Board::Tap => {
