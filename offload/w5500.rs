@@ -77,7 +77,7 @@ use crate::phy::w5500::bus::{Block, Bus};
 use crate::phy::w5500::regs::*;
 use crate::platform::Platform;
 use crate::socketer::{Capabilities, Netdever, Socketer, TlsSupport};
-use crate::sockstate::{check_flags, Side, SockState};
+use crate::sockstate::{check_flags, check_remote, check_send_flags, ipv4, Side, SockState};
 use crate::time::{Deadline, Instant};
 use crate::types::*;
 use crate::wait::{block_on, Attempt, Blocking};
@@ -266,13 +266,6 @@ struct Inner<SPI> {
     notify_fn: Option<NotifyFn>,
     rng: u64,
     stats: W5500Stats,
-}
-
-fn v4(addr: SocketAddr) -> Result<SocketAddrV4> {
-    match addr {
-        SocketAddr::V4(a) => Ok(a),
-        SocketAddr::V6(_) => Err(Error::FamilyNotSupported),
-    }
 }
 
 /// Sn_SR values the datasheet lists (anything else is garbage).
@@ -1586,7 +1579,7 @@ impl<SPI: SpiDevice + Send, P: Platform> Socketer for W5500Offload<SPI, P> {
     }
 
     fn bind(&self, fd: Sockfd, addr: SocketAddr) -> Result<()> {
-        let addr = v4(addr)?;
+        let addr = ipv4(addr)?;
         self.with(|g| {
             let is_tcp = matches!(g.fds.get(fd)?, Fd::Tcp(_));
             if !addr.ip().is_unspecified() && g.ip.as_ref().map(|c| c.addr) != Some(*addr.ip()) {
@@ -1617,14 +1610,9 @@ impl<SPI: SpiDevice + Send, P: Platform> Socketer for W5500Offload<SPI, P> {
         deadline: Deadline,
     ) -> Result<()> {
         let _ = host;
-        let addr = v4(addr)?;
+        let addr = ipv4(addr)?;
         let is_tcp = self.is_tcp(fd)?;
-        if addr.ip().is_unspecified() {
-            return Err(Error::AddrNotAvailable);
-        }
-        if addr.port() == 0 {
-            return Err(Error::InvalidArgument);
-        }
+        check_remote(addr)?;
         if !is_tcp {
             return self.with(|g| {
                 if g.ip.is_none() {
@@ -1738,10 +1726,7 @@ impl<SPI: SpiDevice + Send, P: Platform> Socketer for W5500Offload<SPI, P> {
     }
 
     fn send(&self, fd: Sockfd, buf: &[u8], flags: MsgFlags, deadline: Deadline) -> Result<usize> {
-        check_flags(flags)?;
-        if flags.contains(MsgFlags::PEEK) {
-            return Err(Error::InvalidArgument);
-        }
+        check_send_flags(flags)?;
         let peer = self.with(|g| match g.fds.get(fd)? {
             Fd::Tcp(_) => Ok(None),
             Fd::Udp(u) => u.peer.map(Some).ok_or(Error::NotConnected),
@@ -1765,23 +1750,15 @@ impl<SPI: SpiDevice + Send, P: Platform> Socketer for W5500Offload<SPI, P> {
         addr: SocketAddr,
         deadline: Deadline,
     ) -> Result<usize> {
-        check_flags(flags)?;
-        if flags.contains(MsgFlags::PEEK) {
-            return Err(Error::InvalidArgument);
-        }
-        let to = v4(addr)?;
+        check_send_flags(flags)?;
+        let to = ipv4(addr)?;
         if self.is_tcp(fd)? {
             if self.peer_addr(fd)? != addr {
                 return Err(Error::AlreadyConnected);
             }
             return self.send(fd, buf, flags, deadline);
         }
-        if to.ip().is_unspecified() {
-            return Err(Error::AddrNotAvailable);
-        }
-        if to.port() == 0 {
-            return Err(Error::InvalidArgument);
-        }
+        check_remote(to)?;
         if buf.len() > MAX_UDP {
             return Err(Error::MessageTooLong);
         }
@@ -2052,9 +2029,7 @@ impl<SPI: SpiDevice + Send, P: Platform> Netdever for W5500Offload<SPI, P> {
     }
 
     fn set_addr(&self, config: IpConfig) -> Result<()> {
-        if config.prefix_len > 32 || config.addr.is_unspecified() {
-            return Err(Error::InvalidArgument);
-        }
+        config.validate()?;
         self.with(|g| {
             g.dhcp_mode = false;
             g.lease = None;
@@ -2082,9 +2057,7 @@ impl<SPI: SpiDevice + Send, P: Platform> Netlinker for W5500Offload<SPI, P> {
             return Err(Error::NotSupported);
         }
         if let IpMode::Static(c) = &params.ip {
-            if c.prefix_len > 32 || c.addr.is_unspecified() {
-                return Err(Error::InvalidArgument);
-            }
+            c.validate()?;
         }
         let mut last = Error::ConnectFailed;
         for _ in 0..=params.retries {

@@ -9,7 +9,7 @@ use core::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::time::{Deadline, Instant};
-use crate::types::{MsgFlags, Protocol, SockOpt, SockOptName};
+use crate::types::{MsgFlags, Protocol, SockOpt, SockOptName, SocketAddr, SocketAddrV4};
 use crate::wait::Blocking;
 
 /// Which of a socket's timeouts bounds a call.
@@ -165,6 +165,36 @@ pub fn check_flags(flags: MsgFlags) -> Result<()> {
     }
 }
 
+/// Flags for a send: `PEEK` makes no sense there, unknown bits neither.
+pub fn check_send_flags(flags: MsgFlags) -> Result<()> {
+    check_flags(flags)?;
+    if flags.contains(MsgFlags::PEEK) {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(())
+}
+
+/// The IPv4 address in `addr`; IPv6 is `FamilyNotSupported` (no backend
+/// serves it yet).
+pub fn ipv4(addr: SocketAddr) -> Result<SocketAddrV4> {
+    match addr {
+        SocketAddr::V4(a) => Ok(a),
+        SocketAddr::V6(_) => Err(Error::FamilyNotSupported),
+    }
+}
+
+/// A destination one can connect or send to: not the unspecified address
+/// (`AddrNotAvailable`) and not port 0 (`InvalidArgument`).
+pub fn check_remote(addr: SocketAddrV4) -> Result<()> {
+    if addr.ip().is_unspecified() {
+        return Err(Error::AddrNotAvailable);
+    }
+    if addr.port() == 0 {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +230,31 @@ mod tests {
         let mut u = SockState::new(Protocol::Udp);
         assert_eq!(u.set(SockOpt::NoDelay(true)), Err(Error::NotSupported));
         u.set(SockOpt::Broadcast(true)).unwrap();
+    }
+
+    #[test]
+    fn address_and_flag_rules() {
+        assert_eq!(
+            check_send_flags(MsgFlags::PEEK),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(
+            check_send_flags(MsgFlags::from_bits(0x100)),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(check_send_flags(MsgFlags::DONTWAIT), Ok(()));
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        assert_eq!(ipv4(v6), Err(Error::FamilyNotSupported));
+        let a = ipv4("10.0.0.1:80".parse().unwrap()).unwrap();
+        assert_eq!(check_remote(a), Ok(()));
+        assert_eq!(
+            check_remote("0.0.0.0:80".parse().unwrap()),
+            Err(Error::AddrNotAvailable)
+        );
+        assert_eq!(
+            check_remote("10.0.0.1:0".parse().unwrap()),
+            Err(Error::InvalidArgument)
+        );
     }
 
     #[test]

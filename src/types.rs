@@ -334,6 +334,15 @@ impl IpConfig {
         self
     }
 
+    /// A configuration a device can take: a real address and a prefix of
+    /// at most 32 bits, else `InvalidArgument`.
+    pub fn validate(&self) -> crate::Result<()> {
+        if self.prefix_len > 32 || self.addr.is_unspecified() {
+            return Err(crate::Error::InvalidArgument);
+        }
+        Ok(())
+    }
+
     /// Parse `A.B.C.D/N`.
     pub fn parse_cidr(s: &str) -> Option<Self> {
         let (a, n) = s.split_once('/')?;

@@ -16,17 +16,10 @@ use crate::netlink::{ConnectMode, ConnectParams, IpMode, Netlinker, NotifyFn};
 use crate::phy::Link;
 use crate::platform::Platform;
 use crate::socketer::{Capabilities, Netdever, Socketer, TlsSupport};
-use crate::sockstate::{check_flags, Side};
+use crate::sockstate::{check_flags, check_remote, check_send_flags, ipv4, Side};
 use crate::time::{Deadline, Instant};
 use crate::types::*;
 use crate::wait::{block_on, Attempt, Blocking};
-
-fn v4(addr: SocketAddr) -> Result<SocketAddrV4> {
-    match addr {
-        SocketAddr::V4(a) => Ok(a),
-        SocketAddr::V6(_) => Err(Error::FamilyNotSupported),
-    }
-}
 
 fn to_std(ep: IpEndpoint) -> SocketAddr {
     SocketAddr::from(ep)
@@ -438,7 +431,7 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize> Socketer for Stack<'a, L
     }
 
     fn bind(&self, fd: Sockfd, addr: SocketAddr) -> Result<()> {
-        let addr = v4(addr)?;
+        let addr = ipv4(addr)?;
         self.with(|g| {
             let is_tcp = matches!(g.fds.get(fd)?, Fd::Tcp(_));
             if !addr.ip().is_unspecified() && g.ip.as_ref().map(|c| c.addr) != Some(*addr.ip()) {
@@ -467,14 +460,9 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize> Socketer for Stack<'a, L
         addr: SocketAddr,
         deadline: Deadline,
     ) -> Result<()> {
-        let addr = v4(addr)?;
+        let addr = ipv4(addr)?;
         let is_tcp = self.with(|g| g.fds.get(fd).map(|f| matches!(f, Fd::Tcp(_))))?;
-        if addr.ip().is_unspecified() {
-            return Err(Error::AddrNotAvailable);
-        }
-        if addr.port() == 0 {
-            return Err(Error::InvalidArgument);
-        }
+        check_remote(addr)?;
         if !is_tcp {
             return self.with(|g| {
                 g.route_check(*addr.ip())?;
@@ -659,10 +647,7 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize> Socketer for Stack<'a, L
     }
 
     fn send(&self, fd: Sockfd, buf: &[u8], flags: MsgFlags, deadline: Deadline) -> Result<usize> {
-        check_flags(flags)?;
-        if flags.contains(MsgFlags::PEEK) {
-            return Err(Error::InvalidArgument);
-        }
+        check_send_flags(flags)?;
         let peer = self.with(|g| match g.fds.get(fd)? {
             Fd::Tcp(_) => Ok(None),
             Fd::Udp(u) => u.peer.map(Some).ok_or(Error::NotConnected),
@@ -686,11 +671,8 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize> Socketer for Stack<'a, L
         addr: SocketAddr,
         deadline: Deadline,
     ) -> Result<usize> {
-        check_flags(flags)?;
-        if flags.contains(MsgFlags::PEEK) {
-            return Err(Error::InvalidArgument);
-        }
-        let to = v4(addr)?;
+        check_send_flags(flags)?;
+        let to = ipv4(addr)?;
         let is_tcp = self.with(|g| g.fds.get(fd).map(|f| matches!(f, Fd::Tcp(_))))?;
         if is_tcp {
             let peer = self.peer_addr(fd)?;
@@ -699,12 +681,7 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize> Socketer for Stack<'a, L
             }
             return self.send(fd, buf, flags, deadline);
         }
-        if to.ip().is_unspecified() {
-            return Err(Error::AddrNotAvailable);
-        }
-        if to.port() == 0 {
-            return Err(Error::InvalidArgument);
-        }
+        check_remote(to)?;
         let max = self.limits.udp_tx_buffer;
         let blocking = self.blocking(fd, flags, deadline, Side::Send, Error::WouldBlock)?;
         block_on(&self.platform, blocking, || {
@@ -995,9 +972,7 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize> Netdever for Stack<'a, L
     }
 
     fn set_addr(&self, config: IpConfig) -> Result<()> {
-        if config.prefix_len > 32 || config.addr.is_unspecified() {
-            return Err(Error::InvalidArgument);
-        }
+        config.validate()?;
         self.with(|g| g.apply_ip_mode(&IpMode::Static(config)));
         Ok(())
     }
@@ -1021,9 +996,7 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize> Netlinker for Stack<'a, 
             return Err(Error::NotSupported);
         }
         if let IpMode::Static(c) = &params.ip {
-            if c.prefix_len > 32 || c.addr.is_unspecified() {
-                return Err(Error::InvalidArgument);
-            }
+            c.validate()?;
         }
         let mut last = Error::ConnectFailed;
         for _ in 0..=params.retries {

@@ -120,9 +120,7 @@ where
     }
 
     fn set_addr(&self, config: IpConfig) -> Result<()> {
-        if config.prefix_len > 32 || config.addr.is_unspecified() {
-            return Err(Error::InvalidArgument);
-        }
+        config.validate()?;
         let t = self.acquire(self.blocking_for(self.cfg.cmd_timeout * 2))?;
         let r = self.static_ip(&t, &config);
         self.release_token(t);
@@ -161,9 +159,7 @@ where
             return Err(Error::InvalidArgument);
         }
         if let IpMode::Static(c) = &params.ip {
-            if c.prefix_len > 32 || c.addr.is_unspecified() {
-                return Err(Error::InvalidArgument);
-            }
+            c.validate()?;
         }
         let mut text = cmd(format_args!("AT+CWJAP="))?;
         push_quoted(&mut text, params.ssid)?;

@@ -7,7 +7,7 @@ use embedded_io::{Read, ReadReady, Write};
 use crate::error::{Error, Result};
 use crate::platform::Platform;
 use crate::socketer::Socketer;
-use crate::sockstate::{check_flags, Side};
+use crate::sockstate::{check_flags, check_remote, check_send_flags, ipv4, Side};
 use crate::time::{Deadline, Instant};
 use crate::types::*;
 use crate::wait::{block_on, Attempt, Blocking};
@@ -19,13 +19,6 @@ use super::{cmd, EspAt, Outcome};
 const MAX_DATAGRAM: usize = 1472;
 /// First port of the ephemeral range (IANA).
 const EPHEMERAL_START: u16 = 49152;
-
-fn v4(addr: SocketAddr) -> Result<SocketAddrV4> {
-    match addr {
-        SocketAddr::V4(a) => Ok(a),
-        SocketAddr::V6(_) => Err(Error::FamilyNotSupported),
-    }
-}
 
 fn unspecified() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 0))
@@ -833,12 +826,7 @@ where
         to: SocketAddrV4,
         deadline: Deadline,
     ) -> Result<usize> {
-        if to.ip().is_unspecified() {
-            return Err(Error::AddrNotAvailable);
-        }
-        if to.port() == 0 {
-            return Err(Error::InvalidArgument);
-        }
+        check_remote(to)?;
         if buf.len() > MAX_DATAGRAM {
             return Err(Error::MessageTooLong);
         }
@@ -993,7 +981,7 @@ where
     }
 
     fn bind(&self, fd: Sockfd, addr: SocketAddr) -> Result<()> {
-        let addr = v4(addr)?;
+        let addr = ipv4(addr)?;
         let udp = self.with(|g| {
             let c = &mut g.core;
             let s = c.fds.get(fd)?;
@@ -1039,14 +1027,9 @@ where
         addr: SocketAddr,
         deadline: Deadline,
     ) -> Result<()> {
-        let addr = v4(addr)?;
+        let addr = ipv4(addr)?;
         let udp = self.with(|g| g.core.fds.get(fd).map(|s| s.udp))?;
-        if addr.ip().is_unspecified() {
-            return Err(Error::AddrNotAvailable);
-        }
-        if addr.port() == 0 {
-            return Err(Error::InvalidArgument);
-        }
+        check_remote(addr)?;
         if udp {
             self.with(|g| {
                 if !g.core.net.up {
@@ -1209,10 +1192,7 @@ where
     }
 
     fn send(&self, fd: Sockfd, buf: &[u8], flags: MsgFlags, deadline: Deadline) -> Result<usize> {
-        check_flags(flags)?;
-        if flags.contains(MsgFlags::PEEK) {
-            return Err(Error::InvalidArgument);
-        }
+        check_send_flags(flags)?;
         let (udp, peer) = self.with(|g| g.core.fds.get(fd).map(|s| (s.udp, s.peer)))?;
         if udp {
             let to = peer.ok_or(Error::NotConnected)?;
@@ -1229,11 +1209,8 @@ where
         addr: SocketAddr,
         deadline: Deadline,
     ) -> Result<usize> {
-        check_flags(flags)?;
-        if flags.contains(MsgFlags::PEEK) {
-            return Err(Error::InvalidArgument);
-        }
-        let to = v4(addr)?;
+        check_send_flags(flags)?;
+        let to = ipv4(addr)?;
         let udp = self.with(|g| g.core.fds.get(fd).map(|s| s.udp))?;
         if !udp {
             if self.peer_addr(fd)? != addr {
