@@ -55,7 +55,7 @@ pub mod offload;
 
 pub use error::{Error, Result};
 pub use netlink::{AuthType, ConnectMode, ConnectParams, Event, IpMode, Netlinker, NotifyFn};
-pub use socketer::{Capabilities, Device, Netdever, Socketer, TlsSupport};
+pub use socketer::{Capabilities, Device, Netdever, Socketer, TlsSupport, TlsTrust};
 pub use time::{Deadline, Instant};
 #[cfg(feature = "tls")]
 pub use tls::SoftTls;

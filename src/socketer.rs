@@ -43,8 +43,18 @@
 //! is still delivered: a TCP connection closes gracefully (FIN after the
 //! queued data) in the background, unless `Linger(Some(d))` asks `close` to
 //! wait up to `d`, or `Linger(Some(0))` asks for a reset.
+//!
+//! **TLS.** A `Protocol::Tls` socket speaks TLS 1.3 after `connect`, using
+//! the `host` given to `connect` for SNI and the certificate's name check.
+//! Where the TLS runs is [`Capabilities::tls`]. What it trusts is the same
+//! call on every backend: [`Netdever::set_tls_trust`] with the app's CA
+//! certificates ([`TlsTrust::Cas`]) or the explicitly insecure
+//! [`TlsTrust::DangerAcceptAnyCertificate`]. A chain that leads to none of
+//! the CAs, or a certificate for another name, fails `connect` with
+//! [`Error::CertificateInvalid`]; other handshake failures are
+//! [`Error::Tls`].
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::time::{Deadline, Instant};
 use crate::types::*;
 
@@ -58,6 +68,19 @@ pub enum TlsSupport {
     Software,
     /// TLS runs in the co-processor's firmware.
     Firmware,
+}
+
+/// What `Protocol::Tls` sockets trust: see [`Netdever::set_tls_trust`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsTrust<'a> {
+    /// Verify the server's chain against these CA certificates (DER; see
+    /// `tls::pem_to_der` for PEM) and its name against the host given to
+    /// `connect`.
+    Cas(&'a [&'a [u8]]),
+    /// **Insecure**: accept any certificate from anyone. The connection is
+    /// encrypted but not authenticated, so anyone on the path can read and
+    /// change it. For tests and for links authenticated by other means only.
+    DangerAcceptAnyCertificate,
 }
 
 /// What a backend can do, so apps and tests can adapt.
@@ -185,6 +208,19 @@ pub trait Netdever: Socketer {
 
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
+
+    /// Set what `Protocol::Tls` sockets trust from now on (see the
+    /// [module docs](self)). Backends with [`TlsSupport::Firmware`] copy
+    /// the CA certificates into the co-processor during the call, so
+    /// `trust` need not outlive it; until this is called their TLS
+    /// `connect` is [`Error::InvalidArgument`] (nothing trusted).
+    /// `tls::SoftTls` takes its trust at construction and
+    /// accepts a call that names the same trust. Backends without TLS
+    /// (and the default) answer [`Error::NotSupported`].
+    fn set_tls_trust(&self, trust: TlsTrust<'_>) -> Result<()> {
+        let _ = trust;
+        Err(Error::NotSupported)
+    }
 }
 
 /// A whole network device — sockets and link control — as a board's
@@ -270,6 +306,9 @@ macro_rules! forward_netdever {
             }
             fn capabilities(&$s) -> $crate::Capabilities {
                 $crate::Netdever::capabilities($inner)
+            }
+            fn set_tls_trust(&$s, trust: $crate::TlsTrust<'_>) -> $crate::Result<()> {
+                $crate::Netdever::set_tls_trust($inner, trust)
             }
         }
     };

@@ -1037,6 +1037,25 @@ where
             ..self.dev.capabilities()
         }
     }
+
+    /// The trust was fixed by the [`TlsConfig`] at construction: `Ok` if
+    /// `trust` names the same (the same CA certificates, byte for byte, or
+    /// both insecure), so app code can be the same on every backend;
+    /// anything else is [`Error::NotSupported`].
+    fn set_tls_trust(&self, trust: crate::TlsTrust<'_>) -> Result<()> {
+        let same = match (self.config.verify, trust) {
+            (Verify::Cas(mine), crate::TlsTrust::Cas(theirs)) => mine == theirs,
+            (Verify::DangerAcceptAnyCertificate, crate::TlsTrust::DangerAcceptAnyCertificate) => {
+                true
+            }
+            _ => false,
+        };
+        if same {
+            Ok(())
+        } else {
+            Err(Error::NotSupported)
+        }
+    }
 }
 
 crate::forward_netlinker!(
