@@ -62,7 +62,7 @@ pub fn run(net: &Net, o: &Opts) -> Outcome {
     net.with_web_peer(o.port, || {
         let t0 = Instant::now();
         o.say(format_args!("GET {url}"));
-        let resp = http::fetch(&net.dev, "GET", &url, &[], &[], &copts)?;
+        let resp = http::fetch_on(&net.dev, "GET", &url, &[], &[], &copts)?;
         let elapsed = t0.elapsed();
         let out = o.text_opt("--out");
         http::print_response(o, &resp, out.is_none());
@@ -110,7 +110,7 @@ fn check_peer(
         path: "/chunked".into(),
         ..url.clone()
     };
-    let r = http::fetch(&net.dev, "GET", &chunked, &[], &[], copts)?;
+    let r = http::fetch_on(&net.dev, "GET", &chunked, &[], &[], copts)?;
     if r.header("transfer-encoding") != Some("chunked") {
         return Err("/chunked was not sent chunked".into());
     }

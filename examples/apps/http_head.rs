@@ -48,7 +48,7 @@ pub fn run(net: &Net, o: &Opts) -> Outcome {
     net.with_web_peer(o.port, || {
         let t0 = Instant::now();
         o.say(format_args!("HEAD {url}"));
-        let resp = http::fetch(&net.dev, "HEAD", &url, &[], &[], &copts)?;
+        let resp = http::fetch_on(&net.dev, "HEAD", &url, &[], &[], &copts)?;
         let elapsed = t0.elapsed();
         http::print_response(o, &resp, false);
         if !resp.body.is_empty() {

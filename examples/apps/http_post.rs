@@ -55,7 +55,7 @@ pub fn run(net: &Net, o: &Opts) -> Outcome {
     net.with_web_peer(o.port, || {
         let t0 = Instant::now();
         o.say(format_args!("POST {url} ({} bytes of {ctype})", data.len()));
-        let resp = http::fetch(
+        let resp = http::fetch_on(
             &net.dev,
             "POST",
             &url,

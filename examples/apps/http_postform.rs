@@ -67,7 +67,7 @@ pub fn run(net: &Net, o: &Opts) -> Outcome {
     net.with_web_peer(o.port, || {
         let t0 = Instant::now();
         o.say(format_args!("POST {url}: {body}"));
-        let resp = http::fetch(
+        let resp = http::fetch_on(
             &net.dev,
             "POST",
             &url,

@@ -8,10 +8,10 @@
 //! without it refuses the socket with `ProtocolNotSupported`, and this
 //! example then says "TLS not supported by this device" and fails.
 //!
-//! Built with feature `tls`, the device is wrapped in `netdever::tls::SoftTls`
-//! (TLS 1.3 in software over the device's TCP) that trusts the CA(s) in
-//! `--ca FILE` (PEM), or verifies nothing with `--insecure` (the
-//! `TLS-CONFIG` part below). Without the feature the two options are
+//! A device without TLS of its own is wrapped in `netdever::tls::SoftTls`
+//! (TLS 1.3 in software over the device's TCP; feature `tls`) that trusts
+//! the CA(s) in `--ca FILE` (PEM), or verifies nothing with `--insecure`
+//! (see `examples/common/tls.rs`). Without the feature the two options are
 //! checked but not applied. The simulated network has no TLS server: use a
 //! TAP link with a real one (`openssl s_server -www`).
 
@@ -24,6 +24,7 @@ use netdever::{
 };
 
 use crate::common::cli::Extra;
+use crate::common::tls::{with_tls_device, Trust};
 use crate::common::{Board, Net, Opts, Outcome, Spec};
 use crate::peers_ws_mqtt::text;
 
@@ -76,108 +77,18 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// The message for a device without TLS.
 pub const NO_TLS: &str = "TLS not supported by this device";
 
-/// The trust settings the command line asks for.
-#[derive(Debug)]
-pub struct TrustConfig {
-    /// PEM text of the CA certificate(s), from `--ca`.
-    pub ca_pem: Option<String>,
-    /// `--insecure`: skip certificate verification.
-    pub insecure: bool,
-}
-
 /// Read and check `--ca` / `--insecure`.
-pub fn trust_config(o: &Opts) -> Result<TrustConfig, String> {
-    let insecure = o.flag("--insecure");
-    let ca_pem = match text::get_opt(&SPEC, "--ca") {
-        None => None,
-        Some(path) => {
-            let pem = std::fs::read_to_string(&path).map_err(|e| format!("--ca {path}: {e}"))?;
-            if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                return Err(format!("--ca {path}: no PEM certificate in it"));
-            }
-            Some(pem)
-        }
-    };
-    if insecure && ca_pem.is_some() {
-        return Err("--insecure and --ca contradict each other: give one".into());
-    }
-    Ok(TrustConfig { ca_pem, insecure })
+pub fn trust_config(o: &Opts) -> Result<Trust, String> {
+    let ca = text::get_opt(&SPEC, "--ca");
+    Trust::from_options(ca.as_deref(), o.flag("--insecure"))
 }
 
 /// Run `tlsclient` on `net`.
 pub fn run(net: &Net, o: &Opts) -> Outcome {
     let trust = trust_config(o)?;
-    with_tls_device(net, &trust, o, |dev| request(net, dev, o))
+    let say = |a: std::fmt::Arguments<'_>| o.say(a);
+    with_tls_device(&net.dev, &trust, &say, |dev| request(net, dev, o))
 }
-
-// ---- TLS-CONFIG -----------------------------------------------------------
-// Where the trust settings meet the device. With feature `tls` the device is
-// wrapped in `netdever::tls::SoftTls` (TLS 1.3 in software over its TCP),
-// configured from `--ca` / `--insecure`; a device whose firmware does TLS
-// would take the CA through its own API here instead. Without the feature
-// the device is used as it is, and one without TLS refuses the socket.
-
-/// Run `f` on `net`'s device with TLS configured from `trust`.
-#[cfg(feature = "tls")]
-fn with_tls_device(
-    net: &Net,
-    trust: &TrustConfig,
-    o: &Opts,
-    f: impl FnOnce(&dyn Netdever) -> Outcome,
-) -> Outcome {
-    use netdever::tls::{pem_certificates, SoftTls, TlsConfig, TlsPool};
-    let ders = match &trust.ca_pem {
-        Some(pem) => pem_certificates(pem).map_err(|e| format!("--ca: {e}"))?,
-        None => Vec::new(),
-    };
-    let cas: Vec<&[u8]> = ders.iter().map(|d| d.as_slice()).collect();
-    let config = if trust.insecure {
-        o.say(format_args!(
-            "--insecure: the server's certificate is NOT verified"
-        ));
-        TlsConfig::insecure_no_verify()
-    } else {
-        if cas.is_empty() {
-            o.say(format_args!(
-                "no --ca: no certificate can be verified (give --ca FILE or --insecure)"
-            ));
-        } else {
-            o.say(format_args!(
-                "trusting {} CA certificate(s) from --ca",
-                cas.len()
-            ));
-        }
-        TlsConfig::new(&cas)
-    };
-    // Record buffers for one connection (about 21 KiB).
-    let mut pool = Box::new(TlsPool::<1>::new());
-    let tls = SoftTls::with_os_rng(&net.dev, &mut pool, config)
-        .map_err(|e| format!("setting up TLS: {e}"))?;
-    f(&tls)
-}
-
-/// Run `f` on `net`'s device as it is (built without feature `tls`).
-#[cfg(not(feature = "tls"))]
-fn with_tls_device(
-    net: &Net,
-    trust: &TrustConfig,
-    o: &Opts,
-    f: impl FnOnce(&dyn Netdever) -> Outcome,
-) -> Outcome {
-    if let Some(pem) = &trust.ca_pem {
-        let certs = pem.matches("-----BEGIN CERTIFICATE-----").count();
-        o.say(format_args!(
-            "--ca: {certs} certificate(s) read; not applied (built without feature `tls`)"
-        ));
-    }
-    if trust.insecure {
-        o.say(format_args!(
-            "--insecure: not applied (built without feature `tls`)"
-        ));
-    }
-    f(&net.dev)
-}
-// ----------------------------------------------------------------------------
 
 /// Open the `Protocol::Tls` socket on `dev` and run the request.
 fn request(net: &Net, dev: &dyn Netdever, o: &Opts) -> Outcome {

@@ -4,8 +4,10 @@
 //! uses: the buffered reader, body decoding, URL-encoding.
 //!
 //! `https` URLs open a [`Protocol::Tls`] socket
-//! (`TcpStream::connect_proto`); on a device without TLS that fails with
-//! `ProtocolNotSupported`, reported as a clear message.
+//! (`TcpStream::connect_proto`). [`fetch_on`] first makes sure the device
+//! has TLS (software TLS over its TCP where it has none of its own, trusting
+//! `--ca FILE`; see [`super::tls`]); on a device that still refuses TLS
+//! sockets the `ProtocolNotSupported` is reported as a clear message.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -447,9 +449,8 @@ pub struct ClientOpts {
     pub timeout: Duration,
     /// Largest body accepted.
     pub limit: usize,
-    /// PEM bundle to verify https servers against (`--ca FILE`), for when
-    /// the device does TLS.
-    pub ca_pem: Option<Vec<u8>>,
+    /// Which https servers are trusted (`--ca FILE`).
+    pub trust: super::tls::Trust,
     /// `User-Agent`.
     pub user_agent: String,
 }
@@ -459,19 +460,10 @@ impl Default for ClientOpts {
         ClientOpts {
             timeout: Duration::from_secs(20),
             limit: 16 << 20,
-            ca_pem: None,
+            trust: super::tls::Trust::default(),
             user_agent: "netdever-examples/0.1".into(),
         }
     }
-}
-
-/// Read and check a `--ca FILE` (PEM certificates).
-pub fn load_ca(path: &str) -> Result<Vec<u8>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("--ca {path}: {e}"))?;
-    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-        return Err(format!("--ca {path}: no PEM certificate in it"));
-    }
-    Ok(pem)
 }
 
 /// Resolve `host` on `dev` (a dotted address is used as is).
@@ -504,7 +496,7 @@ pub fn connect<'d>(
         ),
         Error::CertificateInvalid => format!(
             "{url}: the server's certificate did not verify{}",
-            if opts.ca_pem.is_some() { "" } else { " (give its CA with --ca FILE)" }
+            if opts.trust.ca_pem.is_some() { "" } else { " (give its CA with --ca FILE)" }
         ),
         e => format!("connecting to {addr} ({url}): {e}"),
     })
@@ -534,13 +526,31 @@ pub fn fetch(
     read_response(&mut r, method == "HEAD", opts.limit).map_err(|e| format!("{url}: {e}"))
 }
 
+/// [`fetch`] on an example's device, with TLS set up for an `https` URL
+/// from `opts.trust` (see [`super::tls::with_tls_device`]).
+pub fn fetch_on(
+    dev: &super::Dev,
+    method: &str,
+    url: &Url,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    opts: &ClientOpts,
+) -> Result<Response, String> {
+    if !url.https {
+        return fetch(dev, method, url, headers, body, opts);
+    }
+    let quiet = |_: std::fmt::Arguments<'_>| {};
+    super::tls::with_tls_device(dev, &opts.trust, &quiet, |d| {
+        fetch(d, method, url, headers, body, opts)
+    })
+}
+
 /// The client settings the command line asks for (`--ca FILE`).
 pub fn client_opts(o: &super::Opts) -> Result<ClientOpts, String> {
-    let mut c = ClientOpts::default();
-    if let Some(path) = o.text_opt("--ca") {
-        c.ca_pem = Some(load_ca(path)?);
-    }
-    Ok(c)
+    Ok(ClientOpts {
+        trust: super::tls::Trust::from_options(o.text_opt("--ca"), false)?,
+        ..ClientOpts::default()
+    })
 }
 
 /// Print a response like `curl -i` would (status line, headers, then the

@@ -16,8 +16,10 @@ pub mod http;
 pub mod httpd;
 pub mod pattern;
 pub mod peers;
+pub mod real;
 pub mod sntp;
 pub mod tcp;
+pub mod tls;
 
 use std::io::Write as _;
 use std::path::Path;
@@ -221,15 +223,32 @@ impl Net {
 
     /// An emulated co-processor board on the simulated network (its peer
     /// is a second stack, or for offload boards this host's loopback), or
-    /// on a TAP with `ip`.
+    /// on TAP `tap` with `ip` in namespace `netns` (see [`cli::Netns`]):
+    /// raw-frame boards put their frames on the TAP (opened inside `netns`
+    /// when one is given), offload boards open their chip's host sockets in
+    /// the TAP's namespace, bound to `ip` — the TAP must exist there, and
+    /// `ip` must be one of its addresses.
     pub fn chip(
         board: netdever_emu::boards::Board,
         tap: Option<&str>,
         ip: Option<&IpConfig>,
+        netns: &cli::Netns,
     ) -> Result<Net, String> {
         use netdever_emu::boards::{probe, HostNet};
         let net = match (tap, ip) {
-            (Some(t), Some(c)) => HostNet::tap(t, IpMode::Static(c.clone())),
+            (Some(t), Some(c)) => {
+                let net = HostNet::tap(t, IpMode::Static(c.clone()));
+                match netns {
+                    cli::Netns::Current if board.raw_frames() => net,
+                    _ => {
+                        let path = netns.path()?;
+                        if !board.raw_frames() {
+                            cli::check_interface_in(&path, t)?;
+                        }
+                        net.with_netns(path)
+                    }
+                }
+            }
             (Some(_), None) => return Err("an emulated board on --tap needs --ip".into()),
             (None, _) => HostNet::sim(),
         };
@@ -250,7 +269,7 @@ impl Net {
     pub fn from_opts(o: &Opts) -> Result<Net, String> {
         match o.board {
             Board::Chip(b) => {
-                let net = Net::chip(b, o.tap.as_deref(), o.ip.as_ref())?;
+                let net = Net::chip(b, o.tap.as_deref(), o.ip.as_ref(), &o.netns)?;
                 if let Some(summary) = &net.summary {
                     o.say(format_args!("{summary}"));
                 }
@@ -265,7 +284,29 @@ impl Net {
                     (None, true) => IpMode::Dhcp,
                     _ => return Err("on a TAP link give either --ip A.B.C.D/N or --dhcp".into()),
                 };
-                let net = Net::tap(name, ip, o.pcap.as_deref())?;
+                let net = match &o.netns {
+                    cli::Netns::Current => Net::tap(name, ip, o.pcap.as_deref())?,
+                    given => {
+                        use netdever::phy::tap::TapLink;
+                        let path = given.path()?;
+                        let owned = name.to_string();
+                        let link = netdever_emu::kernel::run_in_netns(&path, move || {
+                            TapLink::open(&owned)
+                        })
+                        .map_err(|e| format!("entering {}: {e}", path.display()))?
+                        .map_err(|e| {
+                            format!(
+                                "opening TAP interface {name} in {}: {e} (needs root or \
+                                 CAP_NET_ADMIN, and /dev/net/tun)",
+                                path.display()
+                            )
+                        })?;
+                        match o.pcap.as_deref() {
+                            Some(p) => Net::on_link(with_pcap(link, p)?, ip, Board::Tap)?,
+                            None => Net::on_link(link, ip, Board::Tap)?,
+                        }
+                    }
+                };
                 if let Ok(c) = net.dev.ip_config() {
                     let gw = c
                         .gateway
