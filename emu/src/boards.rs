@@ -23,6 +23,10 @@
 //! uses the kernel peer (127.0.0.1) as DNS server; the ESP-AT firmware
 //! resolves [`HostNet::hosts`] itself (and the kernel peer knows them too).
 //!
+//! On a link someone else opened ([`HostNet::link`], e.g. passt's userspace
+//! gateway to this host) a raw-frame board puts its frames on that link and
+//! has no built-in peer; the offload boards have no raw frames and refuse it.
+//!
 //! On a TAP network the raw-frame boards put their frames on the TAP
 //! (opened inside [`TapNet::netns`] if given), and the offload boards' host
 //! sockets live in [`TapNet::netns`] (required for them), bound to the
@@ -45,7 +49,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -203,6 +207,26 @@ pub struct TapNet {
     pub netns: Option<PathBuf>,
 }
 
+/// A raw-frame link opened by the caller (passt, say), for one raw-frame
+/// board: the first [`probe`] on it takes the link.
+#[derive(Clone)]
+pub struct LinkNet {
+    link: Arc<Mutex<Option<Box<dyn Link + Send>>>>,
+    /// How the device is addressed on the link.
+    pub ip: IpMode,
+    /// What the link is, for the probe's summary (`"passt link"`).
+    pub what: String,
+}
+
+impl fmt::Debug for LinkNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkNet")
+            .field("ip", &self.ip)
+            .field("what", &self.what)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Which network the device is on.
 #[derive(Debug, Clone)]
 pub enum Net {
@@ -211,6 +235,8 @@ pub enum Net {
     Sim(MemorySwitch),
     /// A TAP interface and/or a network namespace.
     Tap(TapNet),
+    /// A link the caller opened (raw-frame boards only; no peer).
+    Link(LinkNet),
 }
 
 /// Where a board's device lives, and what its emulated world looks like.
@@ -240,6 +266,17 @@ impl HostNet {
             tap: tap.into(),
             ip,
             netns: None,
+        }))
+    }
+
+    /// A raw-frame link the caller opened (passt's gateway to this host,
+    /// say), addressed per `ip`; `what` names it in the probe's summary.
+    /// Only raw-frame boards run on it, and only one probe takes the link.
+    pub fn link(link: impl Link + Send + 'static, ip: IpMode, what: &str) -> HostNet {
+        HostNet::on(Net::Link(LinkNet {
+            link: Arc::new(Mutex::new(Some(Box::new(link)))),
+            ip,
+            what: what.into(),
         }))
     }
 
@@ -451,6 +488,24 @@ fn frames(net: &HostNet) -> Result<(Box<dyn Link + Send>, Frames), String> {
             };
             Ok((Box::new(switch.port(DEV_MAC)), frames))
         }
+        Net::Link(l) => {
+            let link = l
+                .link
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .ok_or_else(|| format!("the {} is already taken by another board", l.what))?;
+            Ok((
+                link,
+                Frames {
+                    ip_mode: l.ip.clone(),
+                    ip: static_addr(&l.ip),
+                    peer: None,
+                    where_: l.what.clone(),
+                    guard: Vec::new(),
+                },
+            ))
+        }
         Net::Tap(t) => Ok((
             Box::new(open_tap(t)?),
             Frames {
@@ -598,6 +653,11 @@ fn sockets(board: Board, net: &HostNet, loopback_ip: Ipv4Addr) -> Result<Sockets
                 where_: "host loopback".into(),
             })
         }
+        Net::Link(l) => Err(format!(
+            "{board} is an offload board: the chip runs TCP/IP itself and cannot use a \
+             raw-frame link ({}); use a raw-frame board there",
+            l.what
+        )),
         Net::Tap(t) => {
             let ns = t.netns.clone().ok_or_else(|| {
                 format!(
