@@ -10,7 +10,8 @@
 //!   it is and refuses TLS sockets with `ProtocolNotSupported`.
 //! * `Software`: the device already is a TLS layer, configured by whoever
 //!   built it; used as it is.
-//! * `Firmware` (ESP-AT SSL links): the chip does TLS; used as it is.
+//! * `Firmware` (ESP-AT SSL links): the chip does TLS; the trust settings
+//!   are handed to it with [`Netdever::set_tls_trust`] first.
 //!
 //! [`Capabilities::tls`]: netdever::Capabilities
 
@@ -60,8 +61,55 @@ pub fn with_tls_device<R>(
 ) -> Result<R, String> {
     match dev.capabilities().tls {
         TlsSupport::None => soft(dev, trust, say, f),
-        TlsSupport::Software | TlsSupport::Firmware => f(dev),
+        TlsSupport::Software => f(dev),
+        TlsSupport::Firmware => {
+            firmware(dev, trust, say)?;
+            f(dev)
+        }
     }
+}
+
+/// The CA certificates of `trust`, DER.
+#[cfg(feature = "tls")]
+fn ders(trust: &Trust) -> Result<Vec<Vec<u8>>, String> {
+    match &trust.ca_pem {
+        Some(pem) => netdever::tls::pem_certificates(pem).map_err(|e| format!("--ca: {e}")),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Hand `trust` to a device whose firmware does TLS.
+#[cfg(feature = "tls")]
+fn firmware(dev: &Dev, trust: &Trust, say: &dyn Fn(fmt::Arguments<'_>)) -> Result<(), String> {
+    use netdever::TlsTrust;
+    let ders = ders(trust)?;
+    let cas: Vec<&[u8]> = ders.iter().map(|d| d.as_slice()).collect();
+    let t = if trust.insecure {
+        say(format_args!(
+            "--insecure: the server's certificate is NOT verified"
+        ));
+        TlsTrust::DangerAcceptAnyCertificate
+    } else {
+        say(format_args!(
+            "TLS in the chip's firmware; trusting {} CA certificate(s) from --ca",
+            cas.len()
+        ));
+        TlsTrust::Cas(&cas)
+    };
+    dev.set_tls_trust(t)
+        .map_err(|e| format!("handing the trust settings to the chip: {e}"))
+}
+
+/// Built without feature `tls` there is no PEM reader: nothing is handed
+/// over, and the chip keeps what it trusts.
+#[cfg(not(feature = "tls"))]
+fn firmware(_: &Dev, trust: &Trust, say: &dyn Fn(fmt::Arguments<'_>)) -> Result<(), String> {
+    if trust.ca_pem.is_some() || trust.insecure {
+        say(format_args!(
+            "--ca / --insecure: not applied (built without feature `tls`)"
+        ));
+    }
+    Ok(())
 }
 
 /// Wrap `dev` in software TLS for the length of `f`.
@@ -72,11 +120,8 @@ fn soft<R>(
     say: &dyn Fn(fmt::Arguments<'_>),
     f: impl FnOnce(&dyn Netdever) -> Result<R, String>,
 ) -> Result<R, String> {
-    use netdever::tls::{pem_certificates, SoftTls, TlsConfig, TlsPool};
-    let ders = match &trust.ca_pem {
-        Some(pem) => pem_certificates(pem).map_err(|e| format!("--ca: {e}"))?,
-        None => Vec::new(),
-    };
+    use netdever::tls::{SoftTls, TlsConfig, TlsPool};
+    let ders = ders(trust)?;
     let cas: Vec<&[u8]> = ders.iter().map(|d| d.as_slice()).collect();
     let config = if trust.insecure {
         say(format_args!(
