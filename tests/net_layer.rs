@@ -133,3 +133,42 @@ fn embedded_nal_traits() {
         Err(nb::Error::Other(Error::FamilyNotSupported))
     ));
 }
+
+/// `TlsStream` on a device without TLS is `ProtocolNotSupported`; over the
+/// software TLS layer, a server that answers the ClientHello with garbage is
+/// a typed TLS error, and the failed stream gives its socket back (the
+/// layer has room for one TLS connection, and the second attempt gets it).
+#[test]
+fn tls_stream_typed_errors() {
+    use netdever::net::TlsStream;
+    let (a, b) = pair();
+    let at: SocketAddr = "10.0.0.2:8443".parse().unwrap();
+    let listener = TcpListener::bind(b.clone(), at, 4).unwrap();
+    let e = TlsStream::connect_timeout(&a, "peer.test", at, Duration::from_secs(5));
+    assert!(
+        matches!(e, Err(Error::ProtocolNotSupported)),
+        "{:?}",
+        e.err()
+    );
+
+    #[cfg(feature = "tls")]
+    {
+        use netdever::tls::{SoftTls, TlsConfig, TlsPool};
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (s, _) = listener.accept().unwrap();
+                let mut hello = [0u8; 5];
+                s.read_exact(&mut hello).unwrap();
+                assert_eq!(hello[0], 22, "a TLS handshake record comes first");
+                s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").unwrap();
+            }
+        });
+        let mut pool = Box::new(TlsPool::<1>::new());
+        let tls = SoftTls::with_os_rng(&a, &mut pool, TlsConfig::insecure_no_verify()).unwrap();
+        for _ in 0..2 {
+            let e = TlsStream::connect_timeout(&tls, "peer.test", at, Duration::from_secs(5));
+            assert!(matches!(e, Err(Error::Tls)), "{:?}", e.err());
+        }
+        server.join().unwrap();
+    }
+}

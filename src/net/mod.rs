@@ -1,5 +1,5 @@
 //! A std-like `net` layer over any [`Netdever`]: [`TcpStream`],
-//! [`TcpListener`], [`UdpSocket`], with deadlines, `embedded-io`
+//! [`TcpListener`], [`UdpSocket`] and [`TlsStream`], with deadlines, `embedded-io`
 //! `Read`/`Write` (and `std::io` under `std`), plus [`Nal`], the
 //! embedded-nal stack traits, so crates written against those run unchanged.
 //!
@@ -13,10 +13,12 @@
 
 mod nal;
 mod tcp;
+mod tls;
 mod udp;
 
 pub use nal::Nal;
 pub use tcp::{TcpListener, TcpStream};
+pub use tls::TlsStream;
 pub use udp::UdpSocket;
 
 use crate::error::{Error, Result};
