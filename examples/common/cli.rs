@@ -1,9 +1,23 @@
 //! Hand-rolled command line parsing (no clap, to keep build times low).
 //!
-//! Every example takes the network options (`--board`, `--tap`, `--passt`,
-//! `--ip`, `--gateway`, `--dhcp`, `--pcap`); clients take `--peer`, servers
-//! `--port`, `--host-port`, `--serve` and `--duration`; each example adds its
-//! own (`--bytes`, `--url`, ...) through [`Spec::extra`].
+//! Every example takes the network options (`--board`, `--tap`, `--netns`,
+//! `--passt`, `--ip`, `--gateway`, `--dhcp`, `--pcap`); clients take
+//! `--peer`, servers `--port`, `--host-port`, `--serve` and `--duration`;
+//! each example adds its own (`--bytes`, `--url`, ...) through
+//! [`Spec::extra`].
+//!
+//! `--tap IFNAME` names the network the device is on, for every board:
+//! raw-frame boards (`tap`, `w5500-macraw`, `esp-hosted`) put their frames
+//! on that TAP, and the offload boards (`w5500-offload`, `esp-at`), whose
+//! emulated chip runs TCP/IP with host sockets, open those sockets in the
+//! TAP's network namespace, bound to `--ip`: a peer on the TAP side (in that
+//! namespace) reaches the device at the address the example prints. Which
+//! namespace: `--netns NAME` if given (`/run/netns/NAME`, as `ip netns add`
+//! makes it, or a path such as `/proc/PID/ns/net`); otherwise the one this
+//! program runs in — so `ip netns exec NS example --tap tap0 ...` needs no
+//! `--netns`, while a program started outside the namespace names it.
+//! With `--netns` the raw-frame boards open (or create) the TAP inside that
+//! namespace too. See [`Netns`].
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -36,11 +50,11 @@ pub const BOARDS: &[(&str, &str)] = &[
     ),
     (
         "w5500-offload",
-        "emulated W5500 hardwired sockets (chip at 127.0.0.2, peer on this host's loopback)",
+        "emulated W5500 hardwired sockets (chip at 127.0.0.2, peer on this host's loopback;\n                  with --tap: sockets at --ip in the TAP's namespace)",
     ),
     (
         "esp-at",
-        "emulated ESP-AT firmware on a serial line (chip at 127.0.0.3, peer on loopback)",
+        "emulated ESP-AT firmware on a serial line (chip at 127.0.0.3, peer on loopback;\n                  with --tap: sockets at --ip in the TAP's namespace)",
     ),
     (
         "esp-hosted",
@@ -59,6 +73,99 @@ pub enum Board {
     Passt,
     /// An emulated co-processor board (`netdever_emu::boards`).
     Chip(netdever_emu::boards::Board),
+}
+
+/// Which network namespace a TAP network is in (`--netns`).
+///
+/// The namespace matters for the offload boards: their emulated chip's
+/// host sockets are opened there, bound to the device's `--ip`, which must
+/// be an address of that namespace. The raw-frame boards open the TAP
+/// there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Netns {
+    /// `--netns NAME` or `--netns PATH`: this namespace
+    /// (`/run/netns/NAME` for a bare name).
+    Given(PathBuf),
+    /// No `--netns`: the namespace of the program (the thread that builds
+    /// the network), where it would open the TAP itself.
+    Current,
+}
+
+impl Netns {
+    /// `NAME` (no `/`) is `/run/netns/NAME`, as `ip netns add NAME` makes
+    /// it; anything else is a path to a namespace file.
+    pub fn parse(value: &str) -> Result<Netns, String> {
+        if value.is_empty() || value == "." || value == ".." {
+            return Err(format!(
+                "--netns: expected a namespace name or path, got {value:?}"
+            ));
+        }
+        Ok(Netns::Given(if value.contains('/') {
+            PathBuf::from(value)
+        } else {
+            PathBuf::from("/run/netns").join(value)
+        }))
+    }
+
+    /// The namespace file to enter: the given one, or for
+    /// [`Netns::Current`] the calling thread's namespace by a name that
+    /// outlives the thread — `/run/netns/NAME` when `ip netns` knows it
+    /// (as under `ip netns exec NAME`), else `/proc/self/ns/net` when the
+    /// thread is in the process's namespace. A thread in an unnamed
+    /// namespace other than the process's is an error (give `--netns`).
+    pub fn path(&self) -> Result<PathBuf, String> {
+        match self {
+            Netns::Given(p) => Ok(p.clone()),
+            Netns::Current => current_netns(),
+        }
+    }
+}
+
+/// See [`Netns::path`].
+fn current_netns() -> Result<PathBuf, String> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &std::path::Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+    let me = id("/proc/thread-self/ns/net".as_ref())
+        .map_err(|e| format!("finding this program's network namespace: {e}"))?;
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        let mut named: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
+        named.sort();
+        if let Some(p) = named.into_iter().find(|p| id(p).is_ok_and(|i| i == me)) {
+            return Ok(p);
+        }
+    }
+    let process = std::path::PathBuf::from("/proc/self/ns/net");
+    if id(&process).is_ok_and(|i| i == me) {
+        return Ok(process);
+    }
+    Err(
+        "this thread is in an unnamed network namespace that is not the program's; \
+         name it with --netns PATH"
+            .into(),
+    )
+}
+
+/// Fail with a hint unless network interface `name` exists in the
+/// namespace at `ns` (an offload board on `--tap` uses the TAP's namespace,
+/// so the TAP must be there).
+pub fn check_interface_in(ns: &std::path::Path, name: &str) -> Result<(), String> {
+    let devs = netdever_emu::kernel::run_in_netns(ns, || {
+        std::fs::read_to_string("/proc/thread-self/net/dev")
+    })
+    .map_err(|e| format!("entering {}: {e}", ns.display()))?
+    .map_err(|e| format!("listing the interfaces of {}: {e}", ns.display()))?;
+    let found = devs
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .any(|(n, _)| n.trim() == name);
+    if found {
+        return Ok(());
+    }
+    Err(format!(
+        "no interface {name} in network namespace {}: an offload board's sockets live in the \
+         TAP's namespace; run inside it (ip netns exec NAME ...) or name it with --netns NAME",
+        ns.display()
+    ))
 }
 
 /// An example-specific option.
@@ -99,6 +206,9 @@ pub struct Opts {
     pub board: Board,
     /// `--tap IFNAME`.
     pub tap: Option<String>,
+    /// `--netns NAME`: the TAP network's namespace ([`Netns::Current`]
+    /// unless given; only meaningful with `--tap`).
+    pub netns: Netns,
     /// `--ip A.B.C.D/N` with `--gateway G` folded in.
     pub ip: Option<IpConfig>,
     /// `--dhcp`.
@@ -131,6 +241,7 @@ impl Opts {
         Opts {
             board: Board::Sim,
             tap: None,
+            netns: Netns::Current,
             ip: None,
             dhcp: false,
             pcap: None,
@@ -254,7 +365,7 @@ pub fn usage(spec: &Spec) -> String {
         "[--peer A.B.C.D:P]"
     };
     u += &format!(
-        "{name} — {about}\n\nUSAGE:\n    {name} [--board sim|tap|passt] [--tap IFNAME (--ip A.B.C.D/N [--gateway G] | --dhcp)]\n        [--passt] [--pcap FILE] {role} [OPTIONS]\n\n",
+        "{name} — {about}\n\nUSAGE:\n    {name} [--board NAME] [--tap IFNAME [--netns NAME] (--ip A.B.C.D/N [--gateway G] | --dhcp)]\n        [--passt] [--pcap FILE] {role} [OPTIONS]\n\n",
         name = spec.name,
         about = spec.about,
     );
@@ -263,7 +374,8 @@ pub fn usage(spec: &Spec) -> String {
         "    (default)               the built-in simulated network: this device is {DEV_IP}/{SIM_PREFIX},\n                            a second stack in the process is the peer at {PEER_IP}/{SIM_PREFIX}.\n                            No root needed.\n"
     );
     u += "    --board NAME            sim, tap, passt, or an emulated chip: w5500-macraw,\n                            w5500-offload, esp-at, esp-hosted\n";
-    u += "    --tap IFNAME            run on an existing TAP interface (implies --board tap)\n";
+    u += "    --tap IFNAME            run on an existing TAP interface (implies --board tap). With\n                            w5500-offload or esp-at the chip's sockets live in the TAP's\n                            network namespace, bound to --ip (which must be an address\n                            there, e.g. ip addr add A.B.C.D/32 dev lo): a peer on the\n                            TAP side reaches the device at the address printed\n";
+    u += "    --netns NAME            the network namespace the TAP is in (/run/netns/NAME, or a\n                            path): offload boards open their sockets there, the other\n                            boards open the TAP there. Default: the namespace this\n                            program runs in (as under `ip netns exec NAME`)\n";
     u += &format!(
         "    --passt                 run behind passt, a userspace gateway to this host (implies\n                            --board passt; package passt, no root). The device gets\n                            its address by DHCP from passt; programs listening on this\n                            host's 127.0.0.1 are reached at the gateway {PASST_GATEWAY}\n                            (--peer 127.0.0.1:P is rewritten to it; clients default to\n                            {PASST_GATEWAY}:P); a server's --port is forwarded from\n                            127.0.0.1:--host-port.\n"
     );
@@ -320,7 +432,7 @@ pub fn parse(spec: &Spec, args: impl IntoIterator<Item = String>) -> Result<Opti
             "-h" | "--help" => return Ok(None),
             "--dhcp" | "--passt" => false,
             "--serve" if spec.server => false,
-            "--board" | "--tap" | "--ip" | "--gateway" | "--pcap" => true,
+            "--board" | "--tap" | "--netns" | "--ip" | "--gateway" | "--pcap" => true,
             "--port" | "--host-port" | "--duration" if spec.server => true,
             "--peer" if !spec.server => true,
             n => match spec.extra.iter().find(|e| e.name == n) {
@@ -341,6 +453,7 @@ pub fn parse(spec: &Spec, args: impl IntoIterator<Item = String>) -> Result<Opti
         match name.as_str() {
             "--board" => board = Some(value),
             "--tap" => o.tap = Some(value),
+            "--netns" => o.netns = Netns::parse(&value)?,
             "--ip" => {
                 o.ip = Some(
                     IpConfig::parse_cidr(&value)
@@ -405,6 +518,9 @@ pub fn parse(spec: &Spec, args: impl IntoIterator<Item = String>) -> Result<Opti
     }
 
     o.host_port = host_port.unwrap_or(default_host_port(o.port));
+    if o.netns != Netns::Current && o.tap.is_none() {
+        return Err("--netns is the namespace of a TAP network; it goes with --tap IFNAME".into());
+    }
     o.board = match board.as_deref() {
         _ if passt && (o.tap.is_some() || board.as_deref().is_some_and(|b| b != "passt")) => {
             return Err("--passt cannot be combined with --tap or another --board".into())
