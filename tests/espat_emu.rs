@@ -578,3 +578,154 @@ fn read_chunking_and_bus_counts() {
         },
     );
 }
+
+#[test]
+fn sysmfg_stores_certificates_in_the_manufacturing_partition() {
+    bounded(
+        "sysmfg_stores_certificates_in_the_manufacturing_partition",
+        Duration::from_secs(60),
+        || {
+            let mut r = Raw::start(emu_config());
+            r.setup();
+            let ns = String::from_utf8(r.exchange("AT+SYSMFG?", b"OK\r\n")).unwrap();
+            assert!(ns.starts_with("+SYSMFG:\"factory_param\"\r\n"), "{ns:?}");
+            assert!(ns.contains("+SYSMFG:\"client_ca\"\r\n"), "{ns:?}");
+            assert!(ns.ends_with("\r\n\r\nOK\r\n"), "{ns:?}");
+            // A blob: OK, the prompt, exactly <length> bytes, OK.
+            assert_eq!(
+                r.exchange("AT+SYSMFG=2,\"client_ca\",\"client_ca.0\",8,7", b">"),
+                b"\r\nOK\r\n\r\n>"
+            );
+            r.raw(b"-ca,\r\n!");
+            assert_eq!(r.until(b"OK\r\n", S2), b"\r\nOK\r\n");
+            assert_eq!(
+                r.exchange("AT+SYSMFG=1,\"client_ca\"", b"OK\r\n"),
+                b"+SYSMFG:\"client_ca\",\"client_ca.0\",8\r\n\r\nOK\r\n"
+            );
+            assert_eq!(
+                r.exchange(
+                    "AT+SYSMFG=1,\"client_ca\",\"client_ca.0\"",
+                    b"\r\n\r\nOK\r\n"
+                ),
+                b"+SYSMFG:\"client_ca\",\"client_ca.0\",8,7,-ca,\r\n!\r\n\r\nOK\r\n"
+            );
+            // Part of it: offset and length.
+            assert_eq!(
+                r.exchange("AT+SYSMFG=1,\"client_ca\",\"client_ca.0\",1,2", b"OK\r\n"),
+                b"+SYSMFG:\"client_ca\",\"client_ca.0\",8,2,ca\r\n\r\nOK\r\n"
+            );
+            // Numbers are written in the command itself.
+            assert_eq!(
+                r.exchange(
+                    "AT+SYSMFG=2,\"factory_param\",\"uart_tx_pin\",6,17",
+                    b"OK\r\n"
+                ),
+                b"\r\nOK\r\n"
+            );
+            assert_eq!(
+                r.exchange("AT+SYSMFG=1,\"factory_param\",\"uart_tx_pin\"", b"OK\r\n"),
+                b"+SYSMFG:\"factory_param\",\"uart_tx_pin\",6,2,17\r\n\r\nOK\r\n"
+            );
+            // Bad input: unknown namespace, bad type, zero length, missing key.
+            for bad in [
+                "AT+SYSMFG=2,\"no_such_ns\",\"k\",8,4",
+                "AT+SYSMFG=2,\"client_ca\",\"client_ca.1\",9,4",
+                "AT+SYSMFG=2,\"client_ca\",\"client_ca.1\",8,0",
+                "AT+SYSMFG=1,\"client_ca\",\"client_ca.9\"",
+                "AT+SYSMFG=0,\"client_ca\",\"client_ca.9\"",
+                "AT+SYSMFG=7,\"client_ca\"",
+            ] {
+                assert_eq!(r.exchange(bad, b"ERROR\r\n"), b"\r\nERROR\r\n", "{bad}");
+            }
+            // The partition is flash: a restart keeps it.
+            r.cmd("AT+RST");
+            r.until(b"ready\r\n", Duration::from_secs(5));
+            r.setup();
+            assert_eq!(
+                r.exchange("AT+SYSMFG=1,\"client_ca\"", b"OK\r\n"),
+                b"+SYSMFG:\"client_ca\",\"client_ca.0\",8\r\n\r\nOK\r\n"
+            );
+            // Erase one key, then the namespace.
+            assert_eq!(
+                r.exchange("AT+SYSMFG=0,\"client_ca\",\"client_ca.0\"", b"OK\r\n"),
+                b"\r\nOK\r\n"
+            );
+            assert_eq!(
+                r.exchange("AT+SYSMFG=1,\"client_ca\",\"client_ca.0\"", b"ERROR\r\n"),
+                b"\r\nERROR\r\n"
+            );
+            assert_eq!(
+                r.exchange("AT+SYSMFG=0,\"factory_param\"", b"OK\r\n"),
+                b"\r\nOK\r\n"
+            );
+            assert_eq!(
+                r.exchange("AT+SYSMFG=1,\"factory_param\"", b"OK\r\n"),
+                b"\r\nOK\r\n"
+            );
+        },
+    );
+}
+
+#[test]
+fn ssl_client_settings_per_link() {
+    bounded(
+        "ssl_client_settings_per_link",
+        Duration::from_secs(60),
+        || {
+            let mut r = Raw::start(emu_config());
+            r.setup();
+            assert_eq!(
+                r.exchange("AT+CIPSSLCCONF=1,2,0,0", b"OK\r\n"),
+                b"\r\nOK\r\n"
+            );
+            assert_eq!(r.exchange("AT+CIPSSLCCONF=3,2", b"OK\r\n"), b"\r\nOK\r\n");
+            assert_eq!(
+                r.exchange("AT+CIPSSLCCONF?", b"\r\n\r\nOK\r\n"),
+                b"+CIPSSLCCONF:0,0,0,0\r\n+CIPSSLCCONF:1,2,0,0\r\n+CIPSSLCCONF:2,0,0,0\r\n\
+                  +CIPSSLCCONF:3,2,0,0\r\n+CIPSSLCCONF:4,0,0,0\r\n\r\nOK\r\n"
+            );
+            // 5 is every link.
+            assert_eq!(
+                r.exchange("AT+CIPSSLCCONF=5,2,0,1", b"OK\r\n"),
+                b"\r\nOK\r\n"
+            );
+            let all = String::from_utf8(r.exchange("AT+CIPSSLCCONF?", b"\r\n\r\nOK\r\n")).unwrap();
+            assert_eq!(all.matches(",2,0,1\r\n").count(), 5, "{all:?}");
+            assert_eq!(
+                r.exchange("AT+CIPSSLCSNI=1,\"tls.test\"", b"OK\r\n"),
+                b"\r\nOK\r\n"
+            );
+            assert_eq!(
+                r.exchange("AT+CIPSSLCCN=1,\"tls.test\"", b"OK\r\n"),
+                b"\r\nOK\r\n"
+            );
+            assert_eq!(
+                r.exchange("AT+CIPSSLCSNI?", b"OK\r\n"),
+                b"+CIPSSLCSNI:1,\"tls.test\"\r\n\r\nOK\r\n"
+            );
+            assert_eq!(
+                r.exchange("AT+CIPSSLCCN?", b"OK\r\n"),
+                b"+CIPSSLCCN:1,\"tls.test\"\r\n\r\nOK\r\n"
+            );
+            // Bad input: auth mode, link, missing parameters, names over 64 bytes.
+            let long = "a".repeat(65);
+            for bad in [
+                "AT+CIPSSLCCONF=0,4".to_string(),
+                "AT+CIPSSLCCONF=6,2".to_string(),
+                "AT+CIPSSLCCONF=0".to_string(),
+                "AT+CIPSSLCSNI=0".to_string(),
+                format!("AT+CIPSSLCSNI=0,\"{long}\""),
+                format!("AT+CIPSSLCCN=0,\"{long}\""),
+            ] {
+                assert_eq!(r.exchange(&bad, b"ERROR\r\n"), b"\r\nERROR\r\n", "{bad}");
+            }
+            // A restart keeps AT+CIPSSLCCONF (saved in NVS) and forgets the names.
+            r.cmd("AT+RST");
+            r.until(b"ready\r\n", Duration::from_secs(5));
+            r.setup();
+            assert_eq!(r.exchange("AT+CIPSSLCSNI?", b"OK\r\n"), b"\r\nOK\r\n");
+            let all = String::from_utf8(r.exchange("AT+CIPSSLCCONF?", b"\r\n\r\nOK\r\n")).unwrap();
+            assert_eq!(all.matches(",2,0,1\r\n").count(), 5, "{all:?}");
+        },
+    );
+}

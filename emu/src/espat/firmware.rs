@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::args::{self, Arg, Command, Kind, ParseError};
 use super::net::{self, CloseMode, Link, Proto, Server};
+use super::ssl::{self, NameSetting};
 use super::{lock, uart, Job, Seg, Shared, World};
 
 /// The firmware's settings and tables.
@@ -72,6 +73,15 @@ fn line(s: impl AsRef<str>) -> Seg {
     let mut b = s.as_ref().as_bytes().to_vec();
     b.extend_from_slice(b"\r\n");
     Seg::text(b)
+}
+
+/// A reply from the SSL commands (`ssl.rs`).
+fn answer(a: ssl::Answer) -> Reply {
+    match a {
+        ssl::Answer::Ok(lines) => Reply::Ok(lines.into_iter().map(line).collect()),
+        ssl::Answer::Error(sub) => err(sub),
+        ssl::Answer::Done => Reply::Done,
+    }
 }
 
 fn ok() -> Reply {
@@ -373,6 +383,14 @@ fn execute(shared: &Arc<Shared>, rx: &mpsc::Receiver<Job>, gen: u64, raw: &[u8])
         }
         ("+CIPSERVER", Kind::Set(a)) => cipserver(shared, &a),
         ("+CIPSTART", Kind::Set(a)) => cipstart(shared, gen, &a),
+        ("+CIPSSLCCONF", Kind::Query) => answer(ssl::sslcconf_query(shared)),
+        ("+CIPSSLCCONF", Kind::Set(a)) => answer(ssl::sslcconf_set(shared, &a)),
+        ("+CIPSSLCSNI", Kind::Query) => answer(ssl::name_query(shared, NameSetting::Sni)),
+        ("+CIPSSLCSNI", Kind::Set(a)) => answer(ssl::name_set(shared, &a, NameSetting::Sni)),
+        ("+CIPSSLCCN", Kind::Query) => answer(ssl::name_query(shared, NameSetting::CommonName)),
+        ("+CIPSSLCCN", Kind::Set(a)) => answer(ssl::name_set(shared, &a, NameSetting::CommonName)),
+        ("+SYSMFG", Kind::Query) => answer(ssl::sysmfg_query()),
+        ("+SYSMFG", Kind::Set(a)) => answer(ssl::sysmfg_set(shared, rx, gen, &a)),
         ("+CIPSEND", Kind::Set(a)) => cipsend(shared, rx, gen, &a),
         ("+CIPCLOSE", Kind::Set(a)) => {
             let Some(id) = a.first().and_then(Arg::int) else {
@@ -662,8 +680,9 @@ fn cipstart(shared: &Arc<Shared>, gen: u64, a: &[Arg]) -> Reply {
         return err(SUB_EXEC_FAIL);
     };
     let remote = SocketAddrV4::new(rip, rport as u16);
+    let mut go = None;
     let link = match ty {
-        "TCP" => {
+        "TCP" | "SSL" => {
             if rport == 0 || rip.is_unspecified() {
                 return err(SUB_PARA_INVALID);
             }
@@ -678,10 +697,28 @@ fn cipstart(shared: &Arc<Shared>, gen: u64, a: &[Arg]) -> Reply {
                 connect_timeout,
                 cancel,
             ) {
-                Ok(s) => match Link::tcp(id, gen, false, s) {
+                Ok(s) if ty == "TCP" => match Link::tcp(id, gen, false, s) {
                     Ok(l) => l,
                     Err(_) => return err(SUB_EXEC_FAIL),
                 },
+                Ok(s) => {
+                    // The handshake runs while the command waits, as on the chip.
+                    let started = ssl::params(shared, id, host).and_then(|p| {
+                        let l = Link::ssl(id, gen, s).map_err(|e| e.to_string())?;
+                        let g = ssl::start(shared, &l, p, connect_timeout)?;
+                        Ok((l, g))
+                    });
+                    match started {
+                        Ok((l, g)) => {
+                            go = Some(g);
+                            l
+                        }
+                        Err(why) => {
+                            ssl::log(shared, format!("link {id} to {host}: {why}"));
+                            return err(SUB_EXEC_FAIL);
+                        }
+                    }
+                }
                 Err(_) => return err(SUB_EXEC_FAIL),
             }
         }
@@ -735,7 +772,10 @@ fn cipstart(shared: &Arc<Shared>, gen: u64, a: &[Arg]) -> Reply {
     // The connect message and OK go out together; the link's threads start
     // after, so no +IPD can come before the CONNECT.
     send_reply(shared, gen, Reply::Ok(vec![line(msg)]));
-    net::start_threads(shared, &link);
+    match go {
+        Some(g) => g.start(),
+        None => net::start_threads(shared, &link),
+    }
     Reply::Done
 }
 
@@ -839,7 +879,7 @@ fn cipsend(shared: &Arc<Shared>, rx: &mpsc::Receiver<Job>, gen: u64, a: &[Arg]) 
                 b"\r\nSEND FAIL\r\n"
             }
         }
-        Proto::Tcp => {
+        Proto::Tcp | Proto::Ssl => {
             let (wait, cap) = {
                 let w = lock(&shared.world);
                 (w.send_wait, w.send_buffer)
@@ -897,7 +937,7 @@ fn ciprecvdata(shared: &Arc<Shared>, gen: u64, a: &[Arg]) -> Reply {
         let mut st = lock(&link.st);
         let remote = st.remote;
         let r = match link.proto {
-            Proto::Tcp => {
+            Proto::Tcp | Proto::Ssl => {
                 let n = st.rx.len().min(len as usize);
                 (st.rx.drain(..n).collect::<Vec<u8>>(), remote)
             }
@@ -949,7 +989,7 @@ fn close_link(_shared: &Shared, link: &Arc<Link>, mode: CloseMode) {
         st.tx.clear();
     }
     link.cv.notify_all();
-    if link.proto == Proto::Tcp && mode == CloseMode::Abort {
+    if link.proto.stream() && mode == CloseMode::Abort {
         if let Some(s) = &link.tcp {
             net::abort(s);
         }
@@ -1055,6 +1095,7 @@ pub(crate) fn reset(shared: &Arc<Shared>) {
         k.garble_next = false;
     }
     close_everything(shared, true);
+    lock(&shared.ssl).on_reset();
     uart::command_mode(shared);
     {
         let w = lock(&shared.world);

@@ -28,6 +28,15 @@
 //!   `AT+CIPSERVER` (one server; incoming connections take the lowest free
 //!   link id), `AT+CIPSERVERMAXCONN`, `AT+CIPDOMAIN`, `AT+CIPSTATE?`,
 //!   `AT+CIPSTATUS`, `AT+CIPTCPOPT` (linger 0 closes with RST, no-delay).
+//! * SSL client links: `AT+CIPSTART=[<link>,]"SSL","<host>",<port>[,<keep_alive>]`
+//!   (TLS 1.3 in the emulator, on the host socket; `<link>,CONNECT` and
+//!   `OK` once the handshake is done), `AT+CIPSSLCCONF` (auth mode 0: no
+//!   verification; 2: the chain must lead to a CA in `client_ca.<ca_number>`
+//!   and the leaf must carry the expected name; 1 and 3 need client
+//!   certificates and fail), `AT+CIPSSLCSNI`, `AT+CIPSSLCCN` (at most 64
+//!   bytes each), and the manufacturing NVS partition: `AT+SYSMFG?`,
+//!   `AT+SYSMFG=0,..` (erase), `=1,..` (read), `=2,"<ns>","<key>",<type>,<value>`
+//!   (types 7 and 8: `OK`, `>`, exactly `<value>` bytes, `OK`).
 //! * Framing follows the firmware's result codes: `\r\nOK\r\n`,
 //!   `\r\nERROR\r\n`, `\r\nOK\r\n\r\n>` for the send prompt,
 //!   `\r\nSEND OK\r\n`, `busy p...\r\n` for a command that arrives while
@@ -35,8 +44,21 @@
 //!
 //! # Choices and limits (documented, not hidden)
 //!
-//! * **SSL**: `AT+CIPSTART=..,"SSL",..` and `AT+CIPSERVER=1,<port>,"SSL"`
-//!   answer `ERROR` (TLS is a later issue; no plain-TCP stand-in).
+//! * **SSL** (sections "Establish SSL Connection" of `AT+CIPSTART`,
+//!   `AT+CIPSSLCCONF`, `AT+CIPSSLCSNI`, `AT+CIPSSLCCN` of the TCP/IP AT
+//!   commands, and "SSL Client Certificates" of the `AT+SYSMFG` examples):
+//!   the SNI sent is `AT+CIPSSLCSNI`'s, else the remote host when it is a
+//!   name. The name checked is `AT+CIPSSLCCN`'s, else the SNI name, else
+//!   the remote host as given (mbedTLS checks the one host name it is
+//!   given). `client_ca.<n>` holds PEM (one or more certificates, a
+//!   trailing NUL allowed) or one DER certificate. Validity dates are not
+//!   checked (the chip needs SNTP time for that). A failed handshake is
+//!   `ERROR` (`ERR CODE:0x010a0000`, command execution failed, under
+//!   `AT+SYSLOG=1`: the manual documents no SSL-specific code); why it
+//!   failed goes to [`EspAtEmu::ssl_log`], the chip's log port.
+//!   `AT+CIPRECVLEN?` counts decrypted bytes (the chip counts encrypted
+//!   ones). `AT+CIPSERVER=1,<port>,"SSL"` answers `ERROR` (no SSL server).
+//!   TLS 1.2 servers are not reached (embedded-tls speaks TLS 1.3 only).
 //! * The station address decides what host address sockets bind to; tests
 //!   use `127.0.0.3`. Nothing binds or connects outside 127.0.0.0/8 unless a
 //!   test configures such an address.
@@ -85,6 +107,7 @@
 mod args;
 mod firmware;
 mod net;
+mod ssl;
 mod uart;
 
 use std::collections::VecDeque;
@@ -241,6 +264,8 @@ pub(crate) struct Shared {
     pub mux: AtomicBool,
     pub max_read: AtomicUsize,
     pub rx_notify: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// SSL client settings, the manufacturing NVS partition, handshake log.
+    pub ssl: Mutex<ssl::SslState>,
     pub log: Mutex<Vec<String>>,
     pub jobs: Mutex<Option<mpsc::Sender<Job>>>,
 }
@@ -417,6 +442,7 @@ impl EspAtEmu {
             mux: AtomicBool::new(false),
             max_read: AtomicUsize::new(config.max_read.max(1)),
             rx_notify: Mutex::new(None),
+            ssl: Mutex::new(ssl::SslState::default()),
             log: Mutex::new(Vec::new()),
             jobs: Mutex::new(Some(tx)),
         });
@@ -561,6 +587,12 @@ impl EspAtEmu {
     /// Every command line received so far (without CR LF).
     pub fn commands(&self) -> Vec<String> {
         lock(&self.shared.log).clone()
+    }
+
+    /// Why SSL handshakes failed, one entry per failed `AT+CIPSTART`
+    /// (what the chip prints on its log port, not on the AT port).
+    pub fn ssl_log(&self) -> Vec<String> {
+        lock(&self.shared.ssl).log.clone()
     }
 
     /// Forget the command log.

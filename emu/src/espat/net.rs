@@ -19,6 +19,8 @@ pub(crate) const TICK: Duration = Duration::from_millis(20);
 pub(crate) enum Proto {
     Tcp,
     Udp,
+    /// TLS over TCP (the TLS runs in the emulator: `ssl.rs`).
+    Ssl,
 }
 
 impl Proto {
@@ -26,7 +28,13 @@ impl Proto {
         match self {
             Proto::Tcp => "TCP",
             Proto::Udp => "UDP",
+            Proto::Ssl => "SSL",
         }
+    }
+
+    /// A byte stream (TCP or SSL).
+    pub fn stream(self) -> bool {
+        self != Proto::Udp
     }
 }
 
@@ -81,7 +89,7 @@ pub(crate) struct Link {
 }
 
 /// Counts a link thread as running until dropped.
-struct Running<'a>(&'a Link);
+pub(crate) struct Running<'a>(pub &'a Link);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
@@ -106,6 +114,15 @@ impl Link {
 
     /// A new link around a connected TCP stream.
     pub fn tcp(id: u8, gen: u64, server: bool, s: TcpStream) -> io::Result<Arc<Link>> {
+        Self::stream(id, gen, server, s, Proto::Tcp)
+    }
+
+    /// A new SSL link around a connected TCP stream (handshake not yet done).
+    pub fn ssl(id: u8, gen: u64, s: TcpStream) -> io::Result<Arc<Link>> {
+        Self::stream(id, gen, false, s, Proto::Ssl)
+    }
+
+    fn stream(id: u8, gen: u64, server: bool, s: TcpStream, proto: Proto) -> io::Result<Arc<Link>> {
         let local = v4(s.local_addr()?);
         let remote = v4(s.peer_addr()?);
         s.set_read_timeout(Some(TICK))?;
@@ -113,7 +130,7 @@ impl Link {
         Ok(Arc::new(Link {
             id,
             gen,
-            proto: Proto::Tcp,
+            proto,
             server,
             local,
             tcp: Some(s),
@@ -199,8 +216,12 @@ pub(crate) fn dinfo(shared: &Shared, from: SocketAddrV4) -> String {
     }
 }
 
-/// Start the reader (and for TCP the writer) thread of a link.
+/// Start the reader (and for TCP the writer) thread of a link. (An SSL
+/// link has its own thread, started with its handshake.)
 pub(crate) fn start_threads(shared: &Arc<Shared>, link: &Arc<Link>) {
+    if link.proto == Proto::Ssl {
+        return;
+    }
     let (s, l) = (shared.clone(), link.clone());
     let name = format!("espat-link{}-rx", link.id);
     link.threads.fetch_add(1, Ordering::SeqCst);
@@ -209,6 +230,7 @@ pub(crate) fn start_threads(shared: &Arc<Shared>, link: &Arc<Link>) {
         match l.proto {
             Proto::Tcp => tcp_reader(&s, &l),
             Proto::Udp => udp_reader(&s, &l),
+            Proto::Ssl => {}
         }
     });
     if spawned.is_err() {
@@ -245,7 +267,7 @@ pub(crate) fn release(shared: &Shared, link: &Arc<Link>) -> bool {
 }
 
 /// The peer is gone and nothing is buffered: report `CLOSED`, free the slot.
-fn closed_by_peer(shared: &Shared, link: &Arc<Link>) {
+pub(crate) fn closed_by_peer(shared: &Shared, link: &Arc<Link>) {
     {
         let mut st = lock(&link.st);
         if st.closed {
@@ -336,13 +358,13 @@ fn tcp_reader(shared: &Arc<Shared>, link: &Arc<Link>) {
     }
 }
 
-fn link_remote(link: &Link) -> SocketAddrV4 {
+pub(crate) fn link_remote(link: &Link) -> SocketAddrV4 {
     lock(&link.st).remote
 }
 
 /// Data from the network for `link`: buffer it and report `+IPD` (passive),
 /// or send it to the host at once (active).
-fn deliver(shared: &Shared, link: &Arc<Link>, from: SocketAddrV4, data: &[u8]) {
+pub(crate) fn deliver(shared: &Shared, link: &Arc<Link>, from: SocketAddrV4, data: &[u8]) {
     if shared.passive.load(Ordering::SeqCst) {
         let window = lock(&shared.world).recv_window;
         let report = {
@@ -351,7 +373,7 @@ fn deliver(shared: &Shared, link: &Arc<Link>, from: SocketAddrV4, data: &[u8]) {
                 return;
             }
             match link.proto {
-                Proto::Tcp => st.rx.extend(data.iter().copied()),
+                Proto::Tcp | Proto::Ssl => st.rx.extend(data.iter().copied()),
                 Proto::Udp => {
                     if st.dgram_bytes + data.len() > window {
                         return; // buffer full: the datagram is lost
