@@ -484,12 +484,14 @@ fn connect_refused_and_silent_host_timeout() {
 }
 
 /// MACRAW: frames in and out of a memory link, with the 2-byte length
-/// header, the MAC filter, ring wrap over many frames, and link state.
+/// header, the MAC filter, ring wrap over many frames (and exact payload
+/// counting across the wrap), and link state.
 #[test]
 fn macraw_frames_and_ring_wrap() {
     let (link, mut peer) = MemoryLink::pair();
     let emu = W5500Emu::with_link(link);
     let mut r = Raw(emu.spi());
+    let bus = emu.bus();
     let mac = [0x02, 0, 0, 0, 0x55, 0x00];
     r.write(COMMON, 0x0009, &mac);
     r.w8(sreg(0), 0x1E, 16);
@@ -520,10 +522,25 @@ fn macraw_frames_and_ring_wrap() {
         peer.transmit(&f).unwrap();
         assert!(wait_for(Duration::from_secs(5), || r.r16(sreg(0), 0x26) > 0));
         let rd = r.r16(sreg(0), 0x28);
+        let before = bus.snapshot();
         let hdr = r.r16(srx(0), rd);
         assert_eq!(hdr as usize, len + 2, "length header counts itself");
+        assert_eq!(
+            bus.snapshot().since(&before).payload,
+            0,
+            "header is not payload"
+        );
+        let before = bus.snapshot();
         let got = r.read(srx(0), rd.wrapping_add(2), len);
         assert_eq!(got, f, "frame {i} intact (read pointer {rd:#06x})");
+        // Every frame byte is payload, also after the pointer wrapped: the
+        // headers of frames already released are forgotten, not matched
+        // again at the same 16-bit pointer one lap later.
+        assert_eq!(
+            bus.snapshot().since(&before).payload,
+            len as u64,
+            "frame {i}: payload count (read pointer {rd:#06x})"
+        );
         r.w16(sreg(0), 0x28, rd.wrapping_add(hdr));
         r.cmd(0, 0x40);
         rx_total += hdr as u64;

@@ -777,10 +777,14 @@ impl Chip {
                 s.rx_rd = s.get16(SN_RX_RD);
                 let rd = s.rx_rd;
                 let wr = s.get16(SN_RX_WR);
-                // Headers the reader has moved past are no longer payload-relevant.
+                // Forget the headers the reader has moved past: a header
+                // ends at or before RX_RD when it lies at least as far behind
+                // RX_WR as RX_RD does. (Kept ones are scanned for every RX
+                // byte read, and a stale one would match a payload byte of a
+                // later lap at the same 16-bit pointer.)
                 while let Some(&(start, len)) = s.rx_headers.front() {
                     let end = start.wrapping_add(len);
-                    if wr.wrapping_sub(end) <= wr.wrapping_sub(rd) {
+                    if wr.wrapping_sub(end) >= wr.wrapping_sub(rd) {
                         s.rx_headers.pop_front();
                     } else {
                         break;
