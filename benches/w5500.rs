@@ -9,7 +9,10 @@
 //! count (frame bytes for MACRAW, socket data for offload) and bus
 //! efficiency (payload / bus bytes), the share of the bus that was the
 //! user's TCP data, the user-payload throughput at that clock, and the wall
-//! time of the emulated run; then the offload / MACRAW throughput ratio.
+//! time of each half of the emulated run (device -> peer, then peer ->
+//! device) with its rate — host CPU time of the emulators and stacks, not a
+//! bus figure, but it shows where the emulated path is slow; then the
+//! offload / MACRAW throughput ratio.
 //!
 //! * MACRAW: `HostStack` over `W5500Link` on a memory-switch port, peer a
 //!   plain `HostStack` on the same switch; the bus carries every Ethernet
@@ -84,7 +87,8 @@ struct Run {
     name: &'static str,
     bus: BusStats,
     bytes: usize,
-    wall: Duration,
+    /// Wall time of the device -> peer half, then of the peer -> device half.
+    wall: [Duration; 2],
 }
 
 impl Run {
@@ -98,9 +102,15 @@ impl Run {
         self.bytes as f64 / self.bus_time().as_secs_f64().max(1e-9)
     }
 
+    /// Wall-clock rate of one half (host CPU time of the emulated run, not
+    /// a bus figure).
+    fn wall_rate(&self, half: usize) -> f64 {
+        (self.bytes / 2) as f64 / self.wall[half].as_secs_f64().max(1e-9)
+    }
+
     fn print(&self) {
         println!(
-            "{:<8} user {:>8} B | bus {:>9} B, {:>7} txns, {:>8.1} ms at {} MHz | chip payload {:>9} B, efficiency {:>5.1}% (user data {:>5.1}%) | {:>6.2} MB/s user payload | wall {:.2?}",
+            "{:<8} user {:>8} B | bus {:>9} B, {:>7} txns, {:>8.1} ms at {} MHz | chip payload {:>9} B, efficiency {:>5.1}% (user data {:>5.1}%) | {:>6.2} MB/s user payload | wall: out {:.2?} ({:.0} MB/s), in {:.2?} ({:.0} MB/s)",
             self.name,
             self.bytes,
             self.bus.bytes,
@@ -111,7 +121,10 @@ impl Run {
             100.0 * self.bus.efficiency(),
             100.0 * self.bytes as f64 / self.bus.bytes.max(1) as f64,
             self.rate() / 1e6,
-            self.wall,
+            self.wall[0],
+            self.wall_rate(0) / 1e6,
+            self.wall[1],
+            self.wall_rate(1) / 1e6,
         );
     }
 }
@@ -165,18 +178,22 @@ fn macraw(len: usize) -> Run {
     let (s, _) = peer.accept(l, dl(&peer, 10)).expect("accept");
     let data = payload(len);
     let before = emu.bus().snapshot();
-    let t0 = Instant::now();
+    let mut wall = [Duration::ZERO; 2];
     std::thread::scope(|sc| {
+        let t0 = Instant::now();
         let p = &peer;
         let r = sc.spawn(move || recv_n(p, s, len));
         send_all(&dut, c, &data);
         assert_eq!(r.join().unwrap(), len);
+        wall[0] = t0.elapsed();
+        let t0 = Instant::now();
         let p = &peer;
         let d = &data;
-        sc.spawn(move || send_all(p, s, d));
+        let w = sc.spawn(move || send_all(p, s, d));
         assert_eq!(recv_n(&dut, c, len), len);
+        w.join().unwrap();
+        wall[1] = t0.elapsed();
     });
-    let wall = t0.elapsed();
     let bus = emu.bus().snapshot().since(&before);
     dut.close(c).unwrap();
     peer.close(s).unwrap();
@@ -203,22 +220,27 @@ fn offload(len: usize) -> Run {
     dev.connect(fd, None, addr, dl(&dev, 10)).expect("connect");
     let (mut s, _) = l.accept().unwrap();
     let before = emu.bus().snapshot();
-    let t0 = Instant::now();
+    let mut wall = [Duration::ZERO; 2];
+    let mut s2 = s.try_clone().unwrap();
     std::thread::scope(|sc| {
+        let t0 = Instant::now();
         let r = sc.spawn(|| {
             let mut buf = vec![0u8; 64 * 1024];
             let mut got = 0;
             while got < len {
                 got += s.read(&mut buf).unwrap();
             }
-            s.write_all(&data).unwrap();
             got
         });
         send_all(&dev, fd, &data);
-        assert_eq!(recv_n(&dev, fd, len), len);
         assert_eq!(r.join().unwrap(), len);
+        wall[0] = t0.elapsed();
+        let t0 = Instant::now();
+        let w = sc.spawn(|| s2.write_all(&data).unwrap());
+        assert_eq!(recv_n(&dev, fd, len), len);
+        w.join().unwrap();
+        wall[1] = t0.elapsed();
     });
-    let wall = t0.elapsed();
     let bus = emu.bus().snapshot().since(&before);
     dev.close(fd).unwrap();
     let _ = TcpStream::connect(addr);
