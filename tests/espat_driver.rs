@@ -901,7 +901,7 @@ fn fd_table_stale_fds_and_misuse() {
         let rig = Rig::joined();
         let dev = &rig.dev;
         assert_eq!(dev.capabilities().max_sockets, 5);
-        assert_eq!(dev.capabilities().tls, TlsSupport::None);
+        assert_eq!(dev.capabilities().tls, TlsSupport::Firmware);
         let fds: Vec<Sockfd> = (0..5).map(|_| tcp(dev)).collect();
         assert_eq!(
             dev.socket(AddressFamily::Inet, SockType::Dgram, Protocol::Udp),
@@ -921,10 +921,22 @@ fn fd_table_stale_fds_and_misuse() {
         for f in fds.into_iter().skip(1).chain([new]) {
             dev.close(f).unwrap();
         }
+        // TLS sockets are SSL links; with nothing trusted yet a connect is
+        // refused before anything goes out (tests/espat_tls.rs has the rest).
+        let t = dev
+            .socket(AddressFamily::Inet, SockType::Stream, Protocol::Tls)
+            .unwrap();
         assert_eq!(
-            dev.socket(AddressFamily::Inet, SockType::Stream, Protocol::Tls),
-            Err(Error::ProtocolNotSupported)
+            dev.connect(
+                t,
+                Some("peer.espat.test"),
+                "127.0.0.1:443".parse().unwrap(),
+                dl(dev, SEC)
+            ),
+            Err(Error::InvalidArgument)
         );
+        assert_eq!(dev.listen(t, 1), Err(Error::NotSupported));
+        dev.close(t).unwrap();
         assert_eq!(
             dev.socket(AddressFamily::Inet6, SockType::Stream, Protocol::Tcp),
             Err(Error::FamilyNotSupported)

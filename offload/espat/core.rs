@@ -69,6 +69,8 @@ pub(crate) struct Sock {
     pub eof: bool,
     /// The connection is gone for this reason (reported after `rx` drains).
     pub dead: Option<Error>,
+    /// A `Protocol::Tls` socket: its connection is an SSL link.
+    pub tls: bool,
 }
 
 impl Sock {
@@ -84,6 +86,7 @@ impl Sock {
             rx: heapless::Deque::new(),
             eof: false,
             dead: None,
+            tls: proto == Protocol::Tls,
         }
     }
 
@@ -144,7 +147,7 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    const FREE: Link = Link {
+    pub(crate) const FREE: Link = Link {
         state: LinkState::Free,
         owner: Owner::None,
         remote: None,
@@ -229,6 +232,17 @@ enum Target {
     Fd { fd: Sockfd, left: usize },
 }
 
+/// What SSL links verify (set by `Netdever::set_tls_trust`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trust {
+    /// Nothing set yet: TLS connects are refused.
+    Unset,
+    /// The chip holds the app's CA certificates in `client_ca.0`.
+    Cas,
+    /// The app asked for no verification.
+    Insecure,
+}
+
 /// The driver state behind the device lock.
 pub(crate) struct Core {
     pub now: Instant,
@@ -258,6 +272,8 @@ pub(crate) struct Core {
     pub server_stop: bool,
     /// Next time a blocked receive may ask `AT+CIPRECVLEN?`.
     pub recvlen_at: Option<Instant>,
+    /// What SSL links verify.
+    pub trust: Trust,
 }
 
 impl Core {
@@ -283,6 +299,7 @@ impl Core {
             waiters: heapless::Vec::new(),
             server_stop: false,
             recvlen_at: None,
+            trust: Trust::Unset,
         }
     }
 

@@ -5,7 +5,7 @@ use embedded_io::{Read, ReadReady, Write};
 use crate::error::{Error, Result};
 use crate::netlink::{ConnectMode, ConnectParams, IpMode, Netlinker, NotifyFn};
 use crate::platform::Platform;
-use crate::socketer::{Capabilities, Netdever, TlsSupport};
+use crate::socketer::{Capabilities, Netdever, TlsSupport, TlsTrust};
 use crate::time::Deadline;
 use crate::types::*;
 use crate::wait::Blocking;
@@ -138,11 +138,20 @@ where
             max_sockets: MAX_SOCKETS,
             max_tcp: MAX_LINKS,
             max_udp: MAX_LINKS,
-            tls: TlsSupport::None,
+            tls: TlsSupport::Firmware,
             server: true,
             dns: true,
             dhcp: true,
         }
+    }
+
+    /// CA certificates are written into the chip's manufacturing partition
+    /// (`AT+SYSMFG=2,"client_ca","client_ca.0",8,<len>`, PEM), replacing
+    /// what the namespace held; the insecure mode is remembered by the
+    /// driver. At most [`MAX_CA_PEM`](super::MAX_CA_PEM) bytes of PEM;
+    /// firmware without `AT+SYSMFG` (before 3.2) is `NotSupported`.
+    fn set_tls_trust(&self, trust: TlsTrust<'_>) -> Result<()> {
+        self.set_trust(trust)
     }
 }
 

@@ -43,6 +43,26 @@
 //!   FIN); `Linger(Some(0))` first sets `AT+CIPTCPOPT=<link>,0,..` so the
 //!   chip resets the connection. `close` frees the fd at once; if the
 //!   command channel is busy the `AT+CIPCLOSE` is sent by the next command.
+//! * **TLS** ([`TlsSupport::Firmware`](crate::TlsSupport::Firmware)): a
+//!   `Protocol::Tls` socket is an SSL link. [`set_tls_trust`](crate::Netdever::set_tls_trust)
+//!   writes the app's CA certificates, PEM-encoded, into the chip's
+//!   manufacturing partition (`AT+SYSMFG=0,"client_ca"`, then
+//!   `AT+SYSMFG=2,"client_ca","client_ca.0",8,<len>`, `>`, the PEM, `OK`;
+//!   ESP-AT 3.2 or later), or remembers the explicit insecure mode. Until
+//!   then a TLS `connect` is [`Error::InvalidArgument`]. `connect(fd, host,
+//!   ..)` sets the link up — `AT+CIPSSLCCONF=<link>,2,0,0` (verify against
+//!   `client_ca.0`; `0` when insecure), `AT+CIPSSLCSNI=<link>,"<host>"`,
+//!   `AT+CIPSSLCCN=<link>,"<host>"` (the name the certificate must carry) —
+//!   then `AT+CIPSTART=<link>,"SSL","<ip>",<port>`; the chip does the
+//!   handshake. Verification needs a host name (`None` or longer than
+//!   [`MAX_HOST_LEN`] is `InvalidArgument`). The firmware answers a failed
+//!   SSL connect with a bare `ERROR`, so the driver asks the network why,
+//!   with the same link, each attempt closed at once: if the link opens
+//!   without verification, the certificate was refused
+//!   ([`Error::CertificateInvalid`]: untrusted chain or wrong name); else if
+//!   plain TCP opens, the TLS failed ([`Error::Tls`]); else nobody
+//!   listens ([`Error::ConnectionRefused`]). A failed TLS connect so costs
+//!   up to two more connections to the server.
 //! * **DNS**: `AT+CIPDOMAIN="<name>"`. **Wi-Fi**: `AT+CWJAP="<ssid>","<pwd>"`
 //!   (`+CWJAP:2` → [`Error::AuthFailed`], `+CWJAP:3`/`4` →
 //!   [`Error::ConnectFailed`], `+CWJAP:1` or no answer in time →
@@ -67,7 +87,10 @@
 //!   [`Error::MessageTooLong`].
 //! * `ip_config` reports address, prefix and gateway (`AT+CIPSTA?`), not the
 //!   chip's DNS servers.
-//! * TLS (`"SSL"` links) is not used yet: [`TlsSupport::None`](crate::TlsSupport::None).
+//! * TLS connects always wait for the handshake (`NonBlocking` does not
+//!   apply to them), and a TLS socket cannot listen (no SSL server).
+//! * The chip has no way to clear a link's SNI: an insecure TLS connect
+//!   without a host name sends whatever SNI that link had last.
 //! * IPv4 only.
 //!
 //! # Losing the network or the chip
@@ -116,6 +139,7 @@ mod core;
 mod link;
 mod ops;
 mod parser;
+mod tls;
 
 use ::core::fmt::Write as _;
 use ::core::time::Duration;
@@ -132,6 +156,7 @@ use self::core::{Cmd, CmdPhase, Core, Kind, LinkState, Outcome, ReplyLine, CMD_M
 use self::parser::Parser;
 
 pub use self::core::{MAX_LINKS, MAX_SOCKETS, RX_BUF};
+pub use self::tls::{MAX_CA_PEM, MAX_HOST_LEN};
 
 /// Driver settings.
 #[derive(Debug, Clone)]

@@ -12,7 +12,8 @@ use crate::time::{Deadline, Instant};
 use crate::types::*;
 use crate::wait::{block_on, Attempt, Blocking};
 
-use super::core::{Core, Kind, Link, LinkState, Owner, Phase, Sock, RX_BUF, UDP_HDR};
+use super::core::{Core, Kind, Link, LinkState, Owner, Phase, Sock, Trust, RX_BUF, UDP_HDR};
+use super::tls::MAX_HOST_LEN;
 use super::{cmd, EspAt, Outcome};
 
 /// Largest UDP payload in one datagram (1500-byte MTU, no fragmentation).
@@ -467,7 +468,14 @@ where
         Err(last)
     }
 
-    fn connect_tcp(&self, fd: Sockfd, addr: SocketAddrV4, deadline: Deadline) -> Result<()> {
+    /// Connect a stream socket; `ssl` (host, verify) makes it an SSL link.
+    fn connect_tcp(
+        &self,
+        fd: Sockfd,
+        addr: SocketAddrV4,
+        deadline: Deadline,
+        ssl: Option<(Option<&str>, bool)>,
+    ) -> Result<()> {
         let st = self.with(|g| {
             let c = &g.core;
             let s = c.fds.get(fd)?;
@@ -489,7 +497,12 @@ where
             // A connect is already under way.
             return self.wait_connected(fd, deadline);
         };
-        let nonblocking = st.nonblocking;
+        // A TLS connect always waits for its handshake (as with SoftTls).
+        let nonblocking = st.nonblocking && ssl.is_none();
+        let mut st = st;
+        if ssl.is_some() {
+            st.nonblocking = false;
+        }
         let blocking = if nonblocking {
             Blocking::Until(self.after(self.cfg.cmd_timeout))
         } else {
@@ -542,15 +555,29 @@ where
                     return Err(e);
                 }
             };
+            if let Some((host, verify)) = ssl {
+                if let Err(e) = self.ssl_setup(&t, link, host, verify) {
+                    self.with(|g| {
+                        fail_connect(&mut g.core, fd, link, e);
+                        let l = &mut g.core.links[link as usize];
+                        if l.state == LinkState::Opening && l.owner == Owner::None {
+                            *l = Link::FREE;
+                        }
+                    });
+                    self.release_token(t);
+                    return Err(e);
+                }
+            }
+            let ty = if ssl.is_some() { "SSL" } else { "TCP" };
             let text = if keepalive > 0 {
                 cmd(format_args!(
-                    "AT+CIPSTART={link},\"TCP\",\"{}\",{},{keepalive}",
+                    "AT+CIPSTART={link},\"{ty}\",\"{}\",{},{keepalive}",
                     addr.ip(),
                     addr.port()
                 ))?
             } else {
                 cmd(format_args!(
-                    "AT+CIPSTART={link},\"TCP\",\"{}\",{}",
+                    "AT+CIPSTART={link},\"{ty}\",\"{}\",{}",
                     addr.ip(),
                     addr.port()
                 ))?
@@ -580,11 +607,26 @@ where
             let r = self.wait(&t, caller);
             match r {
                 Ok(rep) if rep.outcome != Outcome::Prompt => {
-                    self.release_token(t);
                     let already = rep
                         .lines()
                         .iter()
                         .any(|l| l.starts_with(b"ALREADY CONNECTED"));
+                    if let (Some((_, verify)), Outcome::Error, false) = (ssl, rep.outcome, already)
+                    {
+                        // The firmware does not say why: find out.
+                        let e = self.classify_ssl_failure(&t, link, addr, verify);
+                        self.release_token(t);
+                        self.with(|g| {
+                            fail_connect(&mut g.core, fd, link, e);
+                            if let Ok(s) = g.core.fds.get_mut(fd) {
+                                if matches!(s.phase, Phase::Failed) {
+                                    s.st.error = Some(e);
+                                }
+                            }
+                        });
+                        return Err(e);
+                    }
+                    self.release_token(t);
                     match rep.outcome {
                         Outcome::Ok => {
                             return self.with(|g| match g.core.fds.get(fd)?.phase {
@@ -974,9 +1016,6 @@ where
         if proto.sock_type() != ty {
             return Err(Error::TypeNotSupported);
         }
-        if proto == Protocol::Tls {
-            return Err(Error::ProtocolNotSupported);
-        }
         self.with(|g| g.core.fds.insert(Sock::new(proto)))
     }
 
@@ -1023,13 +1062,29 @@ where
     fn connect(
         &self,
         fd: Sockfd,
-        _host: Option<&str>,
+        host: Option<&str>,
         addr: SocketAddr,
         deadline: Deadline,
     ) -> Result<()> {
         let addr = ipv4(addr)?;
-        let udp = self.with(|g| g.core.fds.get(fd).map(|s| s.udp))?;
+        let (udp, tls, trust) =
+            self.with(|g| g.core.fds.get(fd).map(|s| (s.udp, s.tls, g.core.trust)))?;
         check_remote(addr)?;
+        if tls {
+            let verify = match trust {
+                Trust::Unset => return Err(Error::InvalidArgument),
+                Trust::Cas => true,
+                Trust::Insecure => false,
+            };
+            match host {
+                Some(h) if h.is_empty() || h.len() > MAX_HOST_LEN => {
+                    return Err(Error::InvalidArgument)
+                }
+                None if verify => return Err(Error::InvalidArgument),
+                _ => {}
+            }
+            return self.connect_tcp(fd, addr, deadline, Some((host, verify)));
+        }
         if udp {
             self.with(|g| {
                 if !g.core.net.up {
@@ -1042,7 +1097,7 @@ where
             let b = Blocking::Until(self.after(self.cfg.cmd_timeout).min(deadline));
             return self.ensure_udp_link(fd, b);
         }
-        self.connect_tcp(fd, addr, deadline)
+        self.connect_tcp(fd, addr, deadline, None)
     }
 
     fn listen(&self, fd: Sockfd, backlog: usize) -> Result<()> {
@@ -1055,8 +1110,8 @@ where
                 .any(|(f, o)| f != fd && matches!(o.phase, Phase::Listening { .. }));
             let up = c.net.up;
             let s = c.fds.get_mut(fd)?;
-            if s.udp {
-                return Err(Error::NotSupported);
+            if s.udp || s.tls {
+                return Err(Error::NotSupported); // (no SSL server)
             }
             match &mut s.phase {
                 Phase::Listening { wanted: w, .. } => {
