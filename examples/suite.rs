@@ -1,15 +1,20 @@
-//! Run every example on the built-in simulated network, in one process, and
-//! print a table of results. No root, no TAP, no network: this is the
-//! "does it all work here" command.
+//! Every example against real peer programs on every backend, printed as a
+//! matrix: rows are the examples, columns the backends, each cell
+//! `pass FIGURE` (throughput or latency), `FAIL` (reasons listed under the
+//! table), `no PROGRAM` (a peer program is not installed) or `n/a` (the
+//! backend cannot, with the reason). No root needed for the default
+//! backends; as root the `tap` column runs too.
 //!
 //! ```text
-//! cargo run --release --example suite [-- --only NAME[,NAME]] [--pcap-dir DIR]
+//! cargo run --release --example suite [-- --only NAME[,NAME]] [--backends B[,B]]
+//!                                       [--sim-peers [--pcap-dir DIR]] [--list]
 //! ```
 //!
-//! Each example runs on a fresh simulated network (our device 10.0.0.1/24,
-//! a second stack as the peer at 10.0.0.2/24) with its default sizes, with
-//! the same code its own binary runs. The exit status is non-zero if any
-//! example fails or overruns its time limit.
+//! See `examples/common/matrix.rs` for the backends and what each cell
+//! checks. `--sim-peers` runs the old single column instead: every example
+//! on the built-in simulated network, a second stack as the peer. The exit
+//! status is non-zero if any cell fails (a missing peer program counts as a
+//! failure under `CI=true` or `NETDEVER_REQUIRE_PEERS=1`).
 #[path = "common/mod.rs"]
 mod common;
 #[path = "peers_ws_mqtt/mod.rs"]
@@ -35,6 +40,9 @@ mod socket;
 mod tcpclient;
 #[path = "apps/tcpecho.rs"]
 mod tcpecho;
+#[allow(dead_code)] // the matrix sets its text options through peers_ws_mqtt::text
+#[path = "apps/tlsclient.rs"]
+mod tlsclient;
 #[path = "apps/udpclient.rs"]
 mod udpclient;
 #[path = "apps/udpecho.rs"]
@@ -49,6 +57,9 @@ mod websocket_dial;
 mod websocket_handler;
 #[path = "apps/webstatic.rs"]
 mod webstatic;
+
+#[path = "common/matrix.rs"]
+mod matrix;
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -80,16 +91,27 @@ const EXAMPLES: &[(&Spec, RunFn)] = &[
 /// Longest one example may take before it counts as failed.
 const PER_EXAMPLE: Duration = Duration::from_secs(30);
 
-const USAGE: &str = "suite — run every example on the built-in simulated network and print a table
+const USAGE: &str = "suite — every example against real peer programs on every backend, as a matrix
 
 USAGE:
-    suite [--only NAME[,NAME...]] [--pcap-dir DIR]
+    suite [--only NAME[,NAME...]] [--backends B[,B...]] [--list]
+    suite --sim-peers [--only NAME[,NAME...]] [--pcap-dir DIR]
 
 OPTIONS:
-    --only NAMES     run only these examples (comma-separated; repeatable)
-    --pcap-dir DIR   record each example's device frames to DIR/NAME.pcap
-    --list           list the examples and exit
-    -h, --help       this text
+    --only NAMES       run only these rows (examples; comma-separated; repeatable)
+    --backends NAMES   run only these columns (also --board): stack, w5500-macraw,
+                       esp-hosted, w5500-offload, esp-at, tap (tap needs root; it is
+                       in the default set only when running as root)
+    --list             list the rows and the backends, and exit
+    -v, --verbose      also print what every passing cell saw
+    --sim-peers        the old single column: every example on the built-in simulated
+                       network, a second stack in the process as the peer
+    --pcap-dir DIR     with --sim-peers: record each example's frames to DIR/NAME.pcap
+    -h, --help         this text
+
+A cell says `pass FIGURE`, `FAIL` (reasons under the table), `no PROGRAM` (a peer
+program is not installed; a failure under CI=true or NETDEVER_REQUIRE_PEERS=1) or
+`n/a` (the backend cannot, with the reason). The exit status is 1 if any cell fails.
 ";
 
 struct Row {
@@ -100,32 +122,136 @@ struct Row {
 
 fn main() {
     let mut only: Vec<String> = Vec::new();
+    let mut backends: Vec<String> = Vec::new();
     let mut pcap_dir: Option<PathBuf> = None;
+    let mut sim_peers = false;
+    let mut list = false;
+    let mut verbose = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        match a.as_str() {
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (a.clone(), None),
+        };
+        let mut value = |what: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .unwrap_or_else(|| die(&format!("{what} needs a value")))
+        };
+        match name.as_str() {
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return;
             }
-            "--list" => {
-                for (spec, _) in EXAMPLES {
-                    println!("{:<14} {}", spec.name, spec.about);
-                }
-                return;
+            "--list" => list = true,
+            "-v" | "--verbose" => verbose = true,
+            "--sim-peers" => sim_peers = true,
+            "--only" => only.extend(value("--only").split(',').map(str::to_string)),
+            "--backends" | "--board" | "--boards" => {
+                backends.extend(value("--backends").split(',').map(str::to_string))
             }
-            "--only" => match args.next() {
-                Some(v) => only.extend(v.split(',').map(str::to_string)),
-                None => die("--only needs a value"),
-            },
-            "--pcap-dir" => match args.next() {
-                Some(v) => pcap_dir = Some(PathBuf::from(v)),
-                None => die("--pcap-dir needs a value"),
-            },
+            "--pcap-dir" => pcap_dir = Some(PathBuf::from(value("--pcap-dir"))),
             other => die(&format!("unknown option {other}")),
         }
     }
-    for name in &only {
+    if sim_peers {
+        if !backends.is_empty() {
+            die("--sim-peers runs on the simulated network only; --backends is for the matrix");
+        }
+        if list {
+            for (spec, _) in EXAMPLES {
+                println!("{:<14} {}", spec.name, spec.about);
+            }
+            return;
+        }
+        run_sim_peers(&only, pcap_dir);
+    }
+    if pcap_dir.is_some() {
+        die("--pcap-dir goes with --sim-peers");
+    }
+    if list {
+        println!("rows:");
+        for r in matrix::ROWS {
+            println!("    {:<22} {}", r.name, r.about);
+        }
+        println!("backends:");
+        for b in matrix::Backend::ALL {
+            println!("    {:<22} {}", b.name(), b.about());
+        }
+        return;
+    }
+    run_matrix(&only, &backends, verbose);
+}
+
+/// The matrix: every row on every backend asked for.
+fn run_matrix(only: &[String], backends: &[String], verbose: bool) -> ! {
+    let rows: Vec<&'static matrix::Row> = if only.is_empty() {
+        matrix::ROWS.iter().collect()
+    } else {
+        only.iter()
+            .map(|n| {
+                matrix::row(n).unwrap_or_else(|| {
+                    let names: Vec<&str> = matrix::ROWS.iter().map(|r| r.name).collect();
+                    die(&format!(
+                        "no row named {n:?}; the rows are: {}",
+                        names.join(", ")
+                    ))
+                })
+            })
+            .collect()
+    };
+    let root = common::real::is_root();
+    let cols: Vec<matrix::Backend> = if backends.is_empty() {
+        matrix::Backend::ALL
+            .into_iter()
+            .filter(|b| root || !b.needs_root())
+            .collect()
+    } else {
+        backends
+            .iter()
+            .map(|b| matrix::Backend::parse(b).unwrap_or_else(|e| die(&e)))
+            .collect()
+    };
+    if !root && backends.is_empty() {
+        eprintln!("(not root: the tap column is left out; run as root to include it)");
+    }
+    let strict = matrix::peers_required();
+    let total = Instant::now();
+    let mut ran = Vec::new();
+    for &b in &cols {
+        for &r in &rows {
+            eprint!("{:<14} {:<22} ", b.name(), r.name);
+            let x = matrix::run_cell(r, b);
+            eprintln!("{} ({:.1} s)", x.cell.short(), x.time.as_secs_f64());
+            ran.push(x);
+        }
+    }
+    matrix::print(&rows, &cols, &ran, verbose);
+    let failed = ran.iter().filter(|x| x.cell.failed(strict)).count();
+    let passed = ran
+        .iter()
+        .filter(|x| matches!(x.cell, matrix::Cell::Pass { .. }))
+        .count();
+    let no_peer = ran
+        .iter()
+        .filter(|x| matches!(x.cell, matrix::Cell::NoPeer(_)))
+        .count();
+    println!(
+        "\n{passed} passed, {failed} failed, {no_peer} without their peer program{} in {:.1} s",
+        if strict && no_peer > 0 {
+            " (counted as failures: CI=true / NETDEVER_REQUIRE_PEERS=1)"
+        } else {
+            ""
+        },
+        total.elapsed().as_secs_f64()
+    );
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
+
+/// The old single column: every example on the simulated network.
+fn run_sim_peers(only: &[String], pcap_dir: Option<PathBuf>) -> ! {
+    for name in only {
         if !EXAMPLES.iter().any(|(s, _)| s.name == name) {
             let names: Vec<&str> = EXAMPLES.iter().map(|(s, _)| s.name).collect();
             die(&format!(

@@ -127,8 +127,12 @@ fn serve<'scope, 'env>(
     stats: &'env Stats,
     o: &'env Opts,
 ) {
-    let stopped =
-        move || stop.load(Ordering::Acquire) || until.is_some_and(|u| Instant::now() >= u);
+    // Stopped by the self-test's end, --duration, or whoever holds `o.stop`.
+    let stopped = move || {
+        stop.load(Ordering::Acquire)
+            || o.stop.load(Ordering::Acquire)
+            || until.is_some_and(|u| Instant::now() >= u)
+    };
     while !stopped() {
         match dev.accept(l, within(dev, TICK)) {
             Ok((c, peer)) => {

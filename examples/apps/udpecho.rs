@@ -107,7 +107,12 @@ pub fn run(net: &Net, o: &Opts) -> Outcome {
     let stop = AtomicBool::new(false);
     let stats = Stats::default();
     let until = o.duration.map(|d| Instant::now() + d);
-    let stopped = || stop.load(Ordering::Acquire) || until.is_some_and(|u| Instant::now() >= u);
+    // Stopped by the self-test's end, --duration, or whoever holds `o.stop`.
+    let stopped = || {
+        stop.load(Ordering::Acquire)
+            || o.stop.load(Ordering::Acquire)
+            || until.is_some_and(|u| Instant::now() >= u)
+    };
     std::thread::scope(|s| {
         let server = s.spawn(|| serve(dev, fd, &stopped, &stats));
         let test = net.peer.as_ref().map(|peer| {

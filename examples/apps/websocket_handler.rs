@@ -14,7 +14,7 @@
 //! `--max-clients`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::common::cli::Extra;
@@ -72,9 +72,10 @@ pub fn run(net: &Net, o: &Opts) -> Outcome {
     if !o.quiet {
         announce(format_args!("listening on {ip}:{}", o.port));
     }
-    let stop = AtomicBool::new(false);
+    // Stopped by the self-test's end, --duration, --max-clients, or
+    // whoever holds `o.stop`.
     let when = StopWhen {
-        flag: &stop,
+        flag: &o.stop,
         until: o.duration.map(|d| Instant::now() + d),
         max_clients,
     };
@@ -94,7 +95,7 @@ pub fn run(net: &Net, o: &Opts) -> Outcome {
         });
         let keep_serving = o.serve || net.peer.is_none();
         if !keep_serving || matches!(test, Some(Err(_))) {
-            stop.store(true, Ordering::Release);
+            o.stop.store(true, Ordering::Release);
         }
         if let Some(Ok(summary)) = &test {
             if keep_serving {

@@ -317,8 +317,18 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> std::io::Result<std::p
         });
         rx
     };
-    let out = grab(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
-    let err = grab(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let out = grab(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = grab(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
     let end = Instant::now() + limit;
     let status = loop {
         match child.try_wait()? {
@@ -464,7 +474,10 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _g = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = ip_cmd(&["netns", "del", &self.name]) {
-            eprintln!("warning: could not delete network namespace {}: {e}", self.name);
+            eprintln!(
+                "warning: could not delete network namespace {}: {e}",
+                self.name
+            );
         }
     }
 }
@@ -581,7 +594,10 @@ pub fn tcp_sink(place: &Place, ip: Ipv4Addr, port: u16, seed: u64) -> PeerResult
 /// What a [`tcp_sink`] received: the byte count once the stream ended
 /// intact (waits at most `limit`).
 pub fn sink_result(s: &Server, limit: Duration) -> Result<u64, String> {
-    match s.out.wait_for(limit, |l| l.starts_with("ok ") || l.starts_with("bad ")) {
+    match s
+        .out
+        .wait_for(limit, |l| l.starts_with("ok ") || l.starts_with("bad "))
+    {
         Some(l) if l.starts_with("ok ") => l[3..]
             .trim()
             .parse()
@@ -680,11 +696,18 @@ print('ok', clients * nbytes, dt, flush=True)
 ";
 
 /// What a client helper reported: `ok ...` fields, or its complaint.
-fn client_report(p: &mut Proc, out: &Lines, err: &Lines, limit: Duration) -> Result<Vec<String>, String> {
+fn client_report(
+    p: &mut Proc,
+    out: &Lines,
+    err: &Lines,
+    limit: Duration,
+) -> Result<Vec<String>, String> {
     let line = out.wait_for(limit, |l| l.starts_with("ok") || l.starts_with("fail"));
     let _ = p.wait_exit(Duration::from_secs(5));
     match line {
-        Some(l) if l.starts_with("ok") => Ok(l.split_whitespace().skip(1).map(str::to_string).collect()),
+        Some(l) if l.starts_with("ok") => {
+            Ok(l.split_whitespace().skip(1).map(str::to_string).collect())
+        }
         Some(l) => Err(l.trim_start_matches("fail").trim().to_string()),
         None => Err(format!("no result within {limit:?}: {}", err.tail())),
     }
@@ -718,7 +741,12 @@ impl Client {
 /// each sends `bytes` of pattern `k` (its number) while reading the echo
 /// back, checks every byte, then closes. Reports `ok TOTAL SECONDS`.
 /// Connections refused in the first 15 s are retried.
-pub fn tcp_echo_clients(place: &Place, to: SocketAddr, clients: u32, bytes: u64) -> PeerResult<Client> {
+pub fn tcp_echo_clients(
+    place: &Place,
+    to: SocketAddr,
+    clients: u32,
+    bytes: u64,
+) -> PeerResult<Client> {
     let py = python3()?;
     let script = format!("{PATTERN_PY}{TCP_ECHO_CLIENTS}");
     let args = [
@@ -798,7 +826,12 @@ print('ok', count, int(sum(rtts) / len(rtts) * 1e6), int(p99 * 1e6), resent, flu
 /// server at `to`, one at a time, each checked; a datagram unanswered in
 /// 0.5 s is sent again (at most 4 times: the first ones may race the
 /// server's start). Reports `ok COUNT AVG_US P99_US RESENT`.
-pub fn udp_echo_client(place: &Place, to: SocketAddr, count: u32, size: usize) -> PeerResult<Client> {
+pub fn udp_echo_client(
+    place: &Place,
+    to: SocketAddr,
+    count: u32,
+    size: usize,
+) -> PeerResult<Client> {
     let py = python3()?;
     let args = [
         to.ip().to_string(),
@@ -850,12 +883,20 @@ pub fn http_server(place: &Place, ip: Ipv4Addr, big: usize) -> PeerResult<HttpSe
     let end = Instant::now() + Duration::from_secs(20);
     while !place.can_connect(addr) {
         if proc.exited() || Instant::now() >= end {
-            return failed(format!("python3 -m http.server did not listen on {addr}: {}", err.tail()));
+            return failed(format!(
+                "python3 -m http.server did not listen on {addr}: {}",
+                err.tail()
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(HttpServer {
-        server: Server { proc, addr, out, err },
+        server: Server {
+            proc,
+            addr,
+            out,
+            err,
+        },
         dir,
         big: bytes,
     })
@@ -913,7 +954,11 @@ pub fn next_record(s: &Server, n: usize) -> Result<String, String> {
             return Ok(r.clone());
         }
         if Instant::now() >= end {
-            return Err(format!("the POST recorder has {} records, not {}", recs.len(), n + 1));
+            return Err(format!(
+                "the POST recorder has {} records, not {}",
+                recs.len(),
+                n + 1
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -1026,7 +1071,10 @@ pub fn chronyd(place: &Place, ip: Ipv4Addr, port: u16) -> PeerResult<(Proc, Temp
             return Ok((proc, dir));
         }
         if proc.exited() || Instant::now() >= end {
-            return failed(format!("chronyd does not answer on {server}: {}", err.tail()));
+            return failed(format!(
+                "chronyd does not answer on {server}: {}",
+                err.tail()
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -1064,7 +1112,15 @@ pub fn mosquitto(place: &Place, ip: Ipv4Addr, port: u16) -> PeerResult<(Server, 
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok((Server { proc, addr, out, err }, dir))
+    Ok((
+        Server {
+            proc,
+            addr,
+            out,
+            err,
+        },
+        dir,
+    ))
 }
 
 /// `mosquitto_pub` a message at QoS 1 (retained if `retain`) to `broker`.
@@ -1077,8 +1133,13 @@ pub fn mosquitto_pub(
 ) -> PeerResult<()> {
     let p = program("mosquitto_pub")?;
     let mut c = place.command(p);
-    c.args(["-h", &broker.ip().to_string(), "-p", &broker.port().to_string()])
-        .args(["-q", "1", "-t", topic, "-m", msg]);
+    c.args([
+        "-h",
+        &broker.ip().to_string(),
+        "-p",
+        &broker.port().to_string(),
+    ])
+    .args(["-q", "1", "-t", topic, "-m", msg]);
     if retain {
         c.arg("-r");
     }
@@ -1095,15 +1156,43 @@ pub fn mosquitto_pub(
 
 /// `mosquitto_sub` on `filter` at QoS 1, printing `topic payload` lines,
 /// exiting after `count` messages or 60 s. Returns once it is subscribed.
-pub fn mosquitto_sub(place: &Place, broker: SocketAddr, filter: &str, count: u32) -> PeerResult<Client> {
+pub fn mosquitto_sub(
+    place: &Place,
+    broker: SocketAddr,
+    filter: &str,
+    count: u32,
+) -> PeerResult<Client> {
     let p = program("mosquitto_sub")?;
     let mut c = place.command(p);
-    c.args(["-h", &broker.ip().to_string(), "-p", &broker.port().to_string()])
-        .args(["-q", "1", "-v", "-d", "-t", filter, "-C", &count.to_string(), "-W", "60"]);
+    c.args([
+        "-h",
+        &broker.ip().to_string(),
+        "-p",
+        &broker.port().to_string(),
+    ])
+    .args([
+        "-q",
+        "1",
+        "-v",
+        "-d",
+        "-t",
+        filter,
+        "-C",
+        &count.to_string(),
+        "-W",
+        "60",
+    ]);
     let (mut proc, out, err) = Proc::spawn("mosquitto_sub", &mut c)?;
-    if out.wait_for(Duration::from_secs(15), |l| l.contains("SUBACK")).is_none() {
+    if out
+        .wait_for(Duration::from_secs(15), |l| l.contains("SUBACK"))
+        .is_none()
+    {
         let _ = proc.exited();
-        return failed(format!("mosquitto_sub did not subscribe: {} {}", out.tail(), err.tail()));
+        return failed(format!(
+            "mosquitto_sub did not subscribe: {} {}",
+            out.tail(),
+            err.tail()
+        ));
     }
     Ok(Client { proc, out, err })
 }
@@ -1237,26 +1326,81 @@ impl TestPki {
         let pki = TestPki { dir };
         let d = |f: &str| pki.dir.file(f);
         for (ca, cn) in [("ca", "netdever test CA"), ("rogue", "untrusted CA")] {
-            openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &d(&format!("{ca}.key"))])?;
             openssl(&[
-                "req", "-x509", "-new", "-key", &d(&format!("{ca}.key")), "-sha256", "-days", "30",
-                "-subj", &format!("/CN={cn}"),
-                "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-                "-out", &d(&format!("{ca}.pem")),
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                &d(&format!("{ca}.key")),
+            ])?;
+            openssl(&[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                &d(&format!("{ca}.key")),
+                "-sha256",
+                "-days",
+                "30",
+                "-subj",
+                &format!("/CN={cn}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-out",
+                &d(&format!("{ca}.pem")),
             ])?;
         }
-        for (name, ca, host) in [("good", "ca", TLS_HOST), ("untrusted", "rogue", TLS_HOST), ("wrong", "ca", "wrong.test")] {
+        for (name, ca, host) in [
+            ("good", "ca", TLS_HOST),
+            ("untrusted", "rogue", TLS_HOST),
+            ("wrong", "ca", "wrong.test"),
+        ] {
             let ext = d(&format!("{name}.ext"));
-            std::fs::write(&ext, format!("subjectAltName=DNS:{host}\nbasicConstraints=CA:FALSE\n"))
-                .map_err(|e| PeerError::Failed(format!("{ext}: {e}")))?;
-            openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &d(&format!("{name}.key"))])?;
-            openssl(&["req", "-new", "-key", &d(&format!("{name}.key")), "-subj", &format!("/CN={host}"), "-out", &d(&format!("{name}.csr"))])?;
+            std::fs::write(
+                &ext,
+                format!("subjectAltName=DNS:{host}\nbasicConstraints=CA:FALSE\n"),
+            )
+            .map_err(|e| PeerError::Failed(format!("{ext}: {e}")))?;
             openssl(&[
-                "x509", "-req", "-in", &d(&format!("{name}.csr")),
-                "-CA", &d(&format!("{ca}.pem")), "-CAkey", &d(&format!("{ca}.key")),
-                "-CAcreateserial", "-days", "30", "-sha256", "-extfile", &ext,
-                "-out", &d(&format!("{name}.pem")),
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                &d(&format!("{name}.key")),
+            ])?;
+            openssl(&[
+                "req",
+                "-new",
+                "-key",
+                &d(&format!("{name}.key")),
+                "-subj",
+                &format!("/CN={host}"),
+                "-out",
+                &d(&format!("{name}.csr")),
+            ])?;
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &d(&format!("{name}.csr")),
+                "-CA",
+                &d(&format!("{ca}.pem")),
+                "-CAkey",
+                &d(&format!("{ca}.key")),
+                "-CAcreateserial",
+                "-days",
+                "30",
+                "-sha256",
+                "-extfile",
+                &ext,
+                "-out",
+                &d(&format!("{name}.pem")),
             ])?;
         }
         Ok(pki)
@@ -1296,10 +1440,15 @@ pub fn s_server(place: &Place, ip: Ipv4Addr, port: u16, cert: &CertKey) -> PeerR
     let o = program("openssl")?;
     let accept = format!("{ip}:{port}");
     let mut c = place.command(o);
-    c.args(["s_server", "-accept", &accept, "-cert", &cert.cert, "-key", &cert.key])
-        .args(["-tls1_3", "-www"]);
+    c.args([
+        "s_server", "-accept", &accept, "-cert", &cert.cert, "-key", &cert.key,
+    ])
+    .args(["-tls1_3", "-www"]);
     let (mut proc, out, err) = Proc::spawn("openssl", &mut c)?;
-    if out.wait_for(Duration::from_secs(15), |l| l.contains("ACCEPT")).is_none() {
+    if out
+        .wait_for(Duration::from_secs(15), |l| l.contains("ACCEPT"))
+        .is_none()
+    {
         let _ = proc.exited();
         return failed(format!("openssl s_server did not start: {}", err.tail()));
     }
