@@ -8,7 +8,9 @@
 //! * Each case is `pub fn <case>(dut: &impl Netdever, peer: &impl Peer)`.
 //!   [`conformance_tests!`] turns every case into its own `#[test]` for a
 //!   fixture `fn() -> Option<Fixture<D, P>>` (`None` = skipped, the fixture
-//!   printed why), and [`run_case`] runs each case under a watchdog so a
+//!   printed why) — all of them, or all but those a backend cannot do
+//!   (`conformance_tests!(fixture; except tcp_reset, ...)`, with why next
+//!   to each) — and [`run_case`] runs each case under a watchdog so a
 //!   hanging backend fails the test instead of hanging the run.
 //!
 //! Use from a test crate:
@@ -183,10 +185,35 @@ pub fn run_case_for<D, P>(
 }
 
 /// Instantiate every conformance case as its own `#[test]` calling
-/// `$fixture` (a `fn() -> Option<Fixture<D, P>>`).
+/// `$fixture` (a `fn() -> Option<Fixture<D, P>>`):
+///
+/// * `conformance_tests!(fixture)`: every case;
+/// * `conformance_tests!(fixture; except case, ...)`: every case but these
+///   (each must name a case: a misspelt one does not compile);
+/// * `conformance_tests!(@cases fixture; case, ...)`: just these.
+///
+/// The list of every case is written once, here.
 macro_rules! conformance_tests {
     ($fixture:expr) => {
-        conformance_tests!(@cases $fixture;
+        conformance_tests!(@filter ($) $fixture; []);
+    };
+    ($fixture:expr; except $($skip:ident),+ $(,)?) => {
+        conformance_tests!(@filter ($) $fixture; [$($skip),+]);
+    };
+    // `$d` is a `$` for the helper macro defined here: it expands one case
+    // to a `#[test]`, or to nothing when the case is in the except list.
+    (@filter ($d:tt) $fixture:expr; [$($skip:ident),*]) => {
+        const _: () = {
+            #[allow(unused_imports)]
+            use $crate::conformance::{$($skip),*};
+        };
+        macro_rules! conformance_case {
+            $( ($skip) => {}; )*
+            ($d case:ident) => {
+                conformance_tests!(@cases $fixture; $d case);
+            };
+        }
+        conformance_tests!(@each conformance_case;
             tcp_client_echo,
             tcp_client_eof,
             tcp_connect_refused,
@@ -233,6 +260,9 @@ macro_rules! conformance_tests {
             concurrency_same_socket,
             dns,
         );
+    };
+    (@each $m:ident; $($case:ident),* $(,)?) => {
+        $( $m!($case); )*
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {
         $(

@@ -259,7 +259,8 @@ impl<D: Socketer + Send> PeerUdp for NetdevUdp<D> {
 }
 
 // ---------------------------------------------------------------------------
-// KernelPeer: the Linux kernel inside the test's network namespace.
+// KernelPeer: the Linux kernel (inside the test's network namespace, or this
+// host's own) as the other end.
 // ---------------------------------------------------------------------------
 
 #[cfg(feature = "tap")]
@@ -272,19 +273,30 @@ mod kernel {
     use std::net::{TcpListener, TcpStream, UdpSocket};
     use std::os::fd::AsRawFd;
 
-    /// The Linux kernel as the peer: std::net sockets created on threads
-    /// that entered the namespace `ns`, where the kernel owns `ip`.
+    /// The Linux kernel as the peer: std::net sockets bound to `ip`,
+    /// created on threads that entered the namespace `ns` ([`KernelPeer::new`])
+    /// or in this test process's own namespace ([`KernelPeer::host`]).
     pub struct KernelPeer {
-        ns: String,
+        ns: Option<String>,
         ip: Ipv4Addr,
-        dns: Option<(DnsInfo, DnsResponder)>,
+        dns: Option<(DnsInfo, Option<DnsResponder>)>,
     }
 
     impl KernelPeer {
         /// The kernel of namespace `ns`, reachable from the dut at `ip`.
         pub fn new(ns: &str, ip: Ipv4Addr) -> Self {
             KernelPeer {
-                ns: ns.to_string(),
+                ns: Some(ns.to_string()),
+                ip,
+                dns: None,
+            }
+        }
+
+        /// This host's kernel, at `ip` (a loopback address such as
+        /// 127.0.0.1: the tests keep off every other host network).
+        pub fn host(ip: Ipv4Addr) -> Self {
+            KernelPeer {
+                ns: None,
                 ip,
                 dns: None,
             }
@@ -293,26 +305,54 @@ mod kernel {
         /// Also run a DNS server on `ip`:53 answering `records`.
         pub fn with_dns(mut self, records: &[(&str, Ipv4Addr)]) -> io::Result<Self> {
             let udp = self.udp_bind(53)?;
-            self.dns = Some(DnsResponder::start(self.ip, udp, records));
+            let (info, responder) = DnsResponder::start(self.ip, udp, records);
+            self.dns = Some((info, Some(responder)));
             Ok(self)
         }
 
-        /// The namespace's name.
-        pub fn netns(&self) -> &str {
-            &self.ns
+        /// The dut resolves `records` by itself (say, from its firmware's
+        /// own table), with the peer's address as the nominal server: the
+        /// `dns` case checks them, and no responder runs here.
+        pub fn with_names(mut self, records: &[(&str, Ipv4Addr)]) -> Self {
+            let info = DnsInfo {
+                server: self.ip,
+                records: records.iter().map(|(n, a)| (n.to_string(), *a)).collect(),
+            };
+            self.dns = Some((info, None));
+            self
+        }
+
+        /// The namespace's name (`None`: this host's own).
+        pub fn netns(&self) -> Option<&str> {
+            self.ns.as_deref()
+        }
+
+        /// Run `f` where the peer lives: on a thread inside its namespace,
+        /// or here.
+        fn make<R: Send + 'static>(
+            &self,
+            f: impl FnOnce() -> io::Result<R> + Send + 'static,
+        ) -> io::Result<R> {
+            match &self.ns {
+                Some(ns) => crate::support::in_netns(ns, f)?,
+                None => f(),
+            }
         }
     }
 
     impl Peer for KernelPeer {
         fn name(&self) -> String {
-            format!("kernel peer {} in {}", self.ip, self.ns)
+            match &self.ns {
+                Some(ns) => format!("kernel peer {} in {ns}", self.ip),
+                None => format!("kernel peer {} on this host", self.ip),
+            }
         }
         fn ip(&self) -> Ipv4Addr {
             self.ip
         }
         fn tcp_listen(&self, port: u16) -> io::Result<Box<dyn PeerListener>> {
             let ip = self.ip;
-            let l = crate::support::in_netns(&self.ns, move || TcpListener::bind((ip, port)))??;
+            let l = self.make(move || TcpListener::bind((ip, port)))?;
             l.set_nonblocking(true)?;
             let local = l.local_addr()?;
             Ok(Box::new(KernelListener { l, local }))
@@ -322,26 +362,21 @@ mod kernel {
             addr: SocketAddr,
             timeout: Duration,
         ) -> io::Result<Box<dyn PeerStream>> {
-            let s = crate::support::in_netns(&self.ns, move || {
-                TcpStream::connect_timeout(&addr, timeout)
-            })??;
+            let s = self.make(move || TcpStream::connect_timeout(&addr, timeout))?;
             Ok(Box::new(KernelStream(s)))
         }
         fn udp_bind(&self, port: u16) -> io::Result<Box<dyn PeerUdp>> {
             let ip = self.ip;
-            let u = crate::support::in_netns(&self.ns, move || UdpSocket::bind((ip, port)))??;
+            let u = self.make(move || UdpSocket::bind((ip, port)))?;
             let local = u.local_addr()?;
             Ok(Box::new(KernelUdp { u, local }))
         }
         fn closed_tcp_port(&self) -> u16 {
             // A port that was free a moment ago: bind, note, release.
             let ip = self.ip;
-            crate::support::in_netns(&self.ns, move || {
-                TcpListener::bind((ip, 0)).and_then(|l| l.local_addr())
-            })
-            .and_then(|r| r)
-            .map(|a| a.port())
-            .unwrap_or(9)
+            self.make(move || TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()))
+                .map(|a| a.port())
+                .unwrap_or(9)
         }
         fn dns_server(&self) -> Option<DnsInfo> {
             self.dns.as_ref().map(|(i, _)| i.clone())
