@@ -275,6 +275,58 @@ fn driver_tls_sockets_on_firmware_tls() {
                 .chain([b'\n'])
                 .collect();
             round_trip(dev, fd, &long);
+            // 40 KB each way at once: a reader thread while this one sends
+            // (the chip's passive window and the TLS records take turns).
+            let lines: Vec<u8> = (0..400u32)
+                .flat_map(|i| {
+                    let mut l: Vec<u8> = (0..99u32).map(|j| b'a' + ((i + j) % 26) as u8).collect();
+                    l.push(b'\n');
+                    l
+                })
+                .collect();
+            let want: Vec<u8> = lines
+                .split_inclusive(|&b| b == b'\n')
+                .flat_map(|l| {
+                    let mut r = l[..l.len() - 1].to_vec();
+                    r.reverse();
+                    r.push(b'\n');
+                    r
+                })
+                .collect();
+            let reader = {
+                let dev = rig.dev.clone();
+                let n = want.len();
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 2048];
+                    while got.len() < n {
+                        match dev.recv(
+                            fd,
+                            &mut buf,
+                            MsgFlags::NONE,
+                            dl(&*dev, Duration::from_secs(20)),
+                        ) {
+                            Ok(0) | Err(_) => break,
+                            Ok(k) => got.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    got
+                })
+            };
+            let mut sent = 0;
+            while sent < lines.len() {
+                sent += dev
+                    .send(
+                        fd,
+                        &lines[sent..],
+                        MsgFlags::NONE,
+                        dl(dev, Duration::from_secs(20)),
+                    )
+                    .expect("bulk send");
+            }
+            let got = reader.join().unwrap();
+            assert_eq!(got.len(), want.len());
+            assert!(got == want, "bulk data differs");
             dev.close(fd).unwrap();
             // What reached the chip for that link: verify against
             // client_ca.0, SNI and expected name = the connect host.
@@ -323,6 +375,37 @@ fn driver_tls_sockets_on_firmware_tls() {
             let (fd, r) = tls_connect(dev, Some(HOST), evil);
             r.expect("insecure connect");
             round_trip(dev, fd, b"anyone\n");
+            dev.close(fd).unwrap();
+
+            // The server ends the connection (s_server -www answers
+            // GET / and closes): the whole answer, then end of file.
+            let www = servers.spawn_mode(&GOOD, "-www");
+            dev.set_tls_trust(TlsTrust::Cas(&refs))
+                .expect("set_tls_trust");
+            let (fd, r) = tls_connect(dev, Some(HOST), www);
+            r.expect("TLS connect to s_server -www");
+            let req = b"GET / HTTP/1.0\r\n\r\n";
+            assert_eq!(
+                dev.send(fd, req, MsgFlags::NONE, dl(dev, S5)),
+                Ok(req.len())
+            );
+            let mut page = Vec::new();
+            let mut buf = [0u8; 1024];
+            loop {
+                match dev.recv(
+                    fd,
+                    &mut buf,
+                    MsgFlags::NONE,
+                    dl(dev, Duration::from_secs(10)),
+                ) {
+                    Ok(0) => break,
+                    Ok(n) => page.extend_from_slice(&buf[..n]),
+                    Err(e) => panic!("recv after {} bytes: {e:?}", page.len()),
+                }
+            }
+            let text = String::from_utf8_lossy(&page);
+            assert!(text.starts_with("HTTP/1.0 200 ok\r\n"), "{text:?}");
+            assert!(text.contains("</BODY></HTML>"), "{text:?}");
             dev.close(fd).unwrap();
 
             // Back to verifying: the impostor is refused again.

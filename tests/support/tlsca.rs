@@ -203,9 +203,16 @@ pub const FORGED: Server = Server {
 
 /// The s_server command line for `s` listening on `accept`.
 pub fn server_args(s: &Server, accept: &str) -> Vec<String> {
+    server_args_mode(s, accept, "-rev")
+}
+
+/// The s_server command line for `s` on `accept` in `mode`: `-rev` (lines
+/// come back reversed) or `-www` (an HTTP status page for `GET /`, then
+/// the server closes the connection).
+pub fn server_args_mode(s: &Server, accept: &str, mode: &str) -> Vec<String> {
     let pki = pki();
     let mut args: Vec<String> = [
-        "openssl", "s_server", "-4", "-tls1_3", "-rev", "-accept", accept, "-cert",
+        "openssl", "s_server", "-4", "-tls1_3", mode, "-accept", accept, "-cert",
     ]
     .iter()
     .map(|a| a.to_string())
@@ -261,13 +268,18 @@ impl LoopbackServers {
     /// Start `s` on a free port of 127.0.0.1 (a few tries: the port is
     /// picked before s_server binds it).
     pub fn spawn(&mut self, s: &Server) -> SocketAddr {
+        self.spawn_mode(s, "-rev")
+    }
+
+    /// [`spawn`](Self::spawn) in another mode (see [`server_args_mode`]).
+    pub fn spawn_mode(&mut self, s: &Server, mode: &str) -> SocketAddr {
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .expect("a free port")
                 .port();
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let args = server_args(s, &addr.to_string());
+            let args = server_args_mode(s, &addr.to_string(), mode);
             let mut cmd = Command::new(&args[0]);
             cmd.args(&args[1..])
                 .stdin(Stdio::null())
