@@ -364,6 +364,11 @@ fn driver_tls_sockets_on_firmware_tls() {
             assert_eq!(r, Err(Error::CertificateInvalid));
             dev.close(fd).unwrap();
 
+            // The server's address is not a name its certificate carries.
+            let (fd, r) = tls_connect(dev, Some("127.0.0.1"), good);
+            assert_eq!(r, Err(Error::CertificateInvalid));
+            dev.close(fd).unwrap();
+
             // Verification needs a host name.
             let (fd, r) = tls_connect(dev, None, good);
             assert_eq!(r, Err(Error::InvalidArgument));
@@ -452,6 +457,18 @@ fn driver_tls_failing_servers_are_typed_errors() {
             drop(closed);
             let (fd, r) = tls_connect(dev, Some("nobody.test"), at);
             assert_eq!(r, Err(Error::ConnectionRefused));
+            dev.close(fd).unwrap();
+            // A server that never answers the handshake: the caller's
+            // deadline ends the connect (Timeout), no later than asked.
+            let silent = TcpListener::bind((PEER_IP, 0)).unwrap();
+            let at = silent.local_addr().unwrap();
+            let fd = dev
+                .socket(AddressFamily::Inet, SockType::Stream, Protocol::Tls)
+                .unwrap();
+            let t0 = std::time::Instant::now();
+            let r = dev.connect(fd, Some("silent.test"), at, dl(dev, Duration::from_secs(1)));
+            assert_eq!(r, Err(Error::Timeout));
+            assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
             dev.close(fd).unwrap();
             // The device still works afterwards.
             let fd = dev

@@ -614,7 +614,7 @@ where
                     if let (Some((_, verify)), Outcome::Error, false) = (ssl, rep.outcome, already)
                     {
                         // The firmware does not say why: find out.
-                        let e = self.classify_ssl_failure(&t, link, addr, verify);
+                        let e = self.classify_ssl_failure(&t, fd, link, addr, verify, caller);
                         self.release_token(t);
                         self.with(|g| {
                             fail_connect(&mut g.core, fd, link, e);

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::platform::Platform;
 use crate::socketer::TlsTrust;
 use crate::time::Deadline;
-use crate::types::SocketAddrV4;
+use crate::types::{SocketAddrV4, Sockfd};
 use crate::wait::Blocking;
 
 use super::core::{CmdPhase, Kind, Link, LinkState, Owner, Trust};
@@ -183,22 +183,24 @@ where
     /// says nothing about why. Find out by trying again without
     /// verification (it works: the certificate was the problem) and with
     /// plain TCP (it works: the TLS failed; it does not: nobody listens).
-    /// Each try is closed at once.
+    /// Each try is closed at once; the tries end at `caller` too.
     pub(super) fn classify_ssl_failure(
         &self,
         t: &Token,
+        fd: Sockfd,
         link: u8,
         addr: SocketAddrV4,
         verify: bool,
+        caller: Deadline,
     ) -> Error {
         let r = (|| {
             if verify {
                 self.setting(t, &cmd(format_args!("AT+CIPSSLCCONF={link},0"))?)?;
-                if self.probe(t, link, "SSL", addr)? {
+                if self.probe(t, fd, link, "SSL", addr, caller)? {
                     return Ok(Error::CertificateInvalid);
                 }
             }
-            Ok(if self.probe(t, link, "TCP", addr)? {
+            Ok(if self.probe(t, fd, link, "TCP", addr, caller)? {
                 Error::Tls
             } else {
                 Error::ConnectionRefused
@@ -208,7 +210,17 @@ where
     }
 
     /// Open `link` to `addr` as `ty` and close it again: whether it opened.
-    fn probe(&self, t: &Token, link: u8, ty: &str, addr: SocketAddrV4) -> Result<bool> {
+    /// (If `caller` passes first the try completes in the background and a
+    /// late link is closed as an orphan.)
+    fn probe(
+        &self,
+        t: &Token,
+        fd: Sockfd,
+        link: u8,
+        ty: &str,
+        addr: SocketAddrV4,
+        caller: Deadline,
+    ) -> Result<bool> {
         let free = self.with(|g| {
             let l = &mut g.core.links[link as usize];
             if l.state != LinkState::Free {
@@ -230,13 +242,16 @@ where
             addr.ip(),
             addr.port()
         ))?;
-        let r = self.run(
-            t,
-            &text,
-            Kind::Plain,
-            self.cfg.connect_timeout,
-            Deadline::Never,
-        );
+        // As a connect of `fd` (failed already, so it never takes the link):
+        // a late answer after `caller` frees the link or leaves it to be
+        // closed as an orphan.
+        let kind = Kind::Start {
+            link,
+            fd,
+            remote: addr,
+            local_port: 0,
+        };
+        let r = self.run(t, &text, kind, self.cfg.connect_timeout, caller);
         let opened = matches!(
             r,
             Ok(Reply {
@@ -254,13 +269,6 @@ where
                 self.cfg.cmd_timeout,
                 Deadline::Never,
             );
-        } else {
-            self.with(|g| {
-                let l = &mut g.core.links[link as usize];
-                if l.state == LinkState::Opening && l.owner == Owner::None {
-                    *l = Link::FREE;
-                }
-            });
         }
         match r {
             Ok(Reply {

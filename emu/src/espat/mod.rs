@@ -155,7 +155,8 @@ pub struct EspAtConfig {
     pub boot_time: Duration,
     /// Time `AT+CWJAP` takes to answer.
     pub join_delay: Duration,
-    /// How long `AT+CIPSTART` waits for a TCP handshake.
+    /// How long `AT+CIPSTART` waits for a TCP handshake (and an SSL link's
+    /// TLS handshake, again as long).
     pub connect_timeout: Duration,
     /// How long `AT+CIPSEND` waits for send-buffer room before `SEND FAIL`.
     pub send_wait: Duration,
