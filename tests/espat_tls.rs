@@ -354,6 +354,12 @@ fn driver_tls_sockets_on_firmware_tls() {
             round_trip(dev, fd, b"chain\n");
             dev.close(fd).unwrap();
 
+            // A certificate issued by a leaf (not a CA), with that leaf.
+            let forged = servers.spawn(&FORGED);
+            let (fd, r) = tls_connect(dev, Some(HOST), forged);
+            assert_eq!(r, Err(Error::CertificateInvalid));
+            dev.close(fd).unwrap();
+
             // (b) An untrusted chain (an impostor CA with the same name).
             let (fd, r) = tls_connect(dev, Some(HOST), evil);
             assert_eq!(r, Err(Error::CertificateInvalid));

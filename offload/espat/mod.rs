@@ -62,7 +62,9 @@
 //!   ([`Error::CertificateInvalid`]: untrusted chain or wrong name); else if
 //!   plain TCP opens, the TLS failed ([`Error::Tls`]); else nobody
 //!   listens ([`Error::ConnectionRefused`]). A failed TLS connect so costs
-//!   up to two more connections to the server.
+//!   up to two more connections to the server. The chip checks validity
+//!   dates against its own clock: it needs SNTP time (`AT+CIPSNTPCFG`),
+//!   which the driver does not configure.
 //! * **DNS**: `AT+CIPDOMAIN="<name>"`. **Wi-Fi**: `AT+CWJAP="<ssid>","<pwd>"`
 //!   (`+CWJAP:2` → [`Error::AuthFailed`], `+CWJAP:3`/`4` →
 //!   [`Error::ConnectFailed`], `+CWJAP:1` or no answer in time →

@@ -51,8 +51,9 @@
 //!   name. The name checked is `AT+CIPSSLCCN`'s, else the SNI name, else
 //!   the remote host as given (mbedTLS checks the one host name it is
 //!   given). `client_ca.<n>` holds PEM (one or more certificates, a
-//!   trailing NUL allowed) or one DER certificate. Validity dates are not
-//!   checked (the chip needs SNTP time for that). A failed handshake is
+//!   trailing NUL allowed) or one DER certificate. Certificates above the
+//!   leaf must be CAs (basicConstraints, as mbedTLS requires). Validity
+//!   dates are not checked (the chip checks them against its SNTP clock). A failed handshake is
 //!   `ERROR` (`ERR CODE:0x010a0000`, command execution failed, under
 //!   `AT+SYSLOG=1`: the manual documents no SSL-specific code); why it
 //!   failed goes to [`EspAtEmu::ssl_log`], the chip's log port.

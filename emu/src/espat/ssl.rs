@@ -561,6 +561,12 @@ impl TlsVerifier<Suite> for Verifier<'_> {
         let Some(issuer) = der::names(top).map(|(issuer, _)| issuer) else {
             return Err(self.fail("unparsable server certificate"));
         };
+        // Only CAs may sign certificates (mbedTLS checks basicConstraints).
+        for e in cert.entries.iter().skip(1) {
+            if !matches!(e, CertificateEntryRef::X509(c) if der::is_ca(c)) {
+                return Err(self.fail("a certificate above the leaf is not a CA"));
+            }
+        }
         let cas = self.cas;
         let Some(ca) = cas
             .iter()
@@ -893,8 +899,56 @@ mod der {
         Some((tag, &rest[..len], &b[..head + len], &rest[len..]))
     }
 
-    /// (issuer, subject) of a certificate, as encoded.
-    pub fn names(cert: &[u8]) -> Option<(&[u8], &[u8])> {
+    /// Whether a certificate's basicConstraints say it is a CA.
+    pub fn is_ca(cert: &[u8]) -> bool {
+        fn find(cert: &[u8]) -> Option<bool> {
+            let (_, subject_and_rest) = issuer_and_rest(cert)?;
+            let (_, _, _, mut rest) = tlv(subject_and_rest)?; // subject
+            let (_, _, _, r) = tlv(rest)?; // subjectPublicKeyInfo
+            rest = r;
+            while !rest.is_empty() {
+                let (tag, body, _, r) = tlv(rest)?;
+                rest = r;
+                if tag != 0xa3 {
+                    continue; // issuerUniqueID, subjectUniqueID
+                }
+                let (0x30, mut exts, _, _) = tlv(body)? else {
+                    return None;
+                };
+                while !exts.is_empty() {
+                    let (_, ext, _, r) = tlv(exts)?;
+                    exts = r;
+                    let (0x06, oid, _, mut e) = tlv(ext)? else {
+                        return None;
+                    };
+                    if oid != [0x55, 0x1d, 0x13] {
+                        continue;
+                    }
+                    let (tag, v, _, r) = tlv(e)?;
+                    if tag == 0x01 {
+                        e = r; // critical
+                        let (0x04, value, _, _) = tlv(e)? else {
+                            return None;
+                        };
+                        return basic(value);
+                    }
+                    return if tag == 0x04 { basic(v) } else { None };
+                }
+            }
+            Some(false)
+        }
+        fn basic(value: &[u8]) -> Option<bool> {
+            let (0x30, seq, _, _) = tlv(value)? else {
+                return None;
+            };
+            Some(matches!(tlv(seq), Some((0x01, [b], _, _)) if *b != 0))
+        }
+        find(cert).unwrap_or(false)
+    }
+
+    /// The issuer of a certificate, and what follows its validity (the
+    /// subject onwards) in the tbsCertificate.
+    fn issuer_and_rest(cert: &[u8]) -> Option<(&[u8], &[u8])> {
         let (0x30, body, _, _) = tlv(cert)? else {
             return None;
         };
@@ -910,6 +964,12 @@ mod der {
         let (_, _, _, r) = tlv(r)?; // signature algorithm
         let (_, _, issuer, r) = tlv(r)?;
         let (_, _, _, r) = tlv(r)?; // validity
+        Some((issuer, r))
+    }
+
+    /// (issuer, subject) of a certificate, as encoded.
+    pub fn names(cert: &[u8]) -> Option<(&[u8], &[u8])> {
+        let (issuer, r) = issuer_and_rest(cert)?;
         let (_, _, subject, _) = tlv(r)?;
         Some((issuer, subject))
     }
