@@ -7,7 +7,7 @@
 //! message in three fragments, a ping that must come back as a pong, and
 //! the close handshake. On the simulated network the peer runs a websocket
 //! echo server on the same code; on a TAP link any RFC 6455 echo server
-//! will do (`tests/examples_ws_mqtt.rs` runs one with python's
+//! will do (`tests/examples_matrix.rs` runs one with python's
 //! `websockets`).
 
 use std::net::SocketAddr;

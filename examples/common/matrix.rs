@@ -733,6 +733,13 @@ pub fn run_cell(row: &'static Row, backend: Backend) -> Ran {
 /// Print the matrix: rows × `backends`, a legend, and every failure's
 /// reason (and every n/a's) under it; `verbose`: every pass's detail too.
 pub fn print(rows: &[&'static Row], backends: &[Backend], ran: &[Ran], verbose: bool) {
+    print!("{}", render(rows, backends, ran, verbose));
+}
+
+/// The text [`print`] prints.
+pub fn render(rows: &[&'static Row], backends: &[Backend], ran: &[Ran], verbose: bool) -> String {
+    use std::fmt::Write as _;
+    let mut t = String::new();
     let find = |r: &str, b: Backend| ran.iter().find(|x| x.row == r && x.backend == b);
     let mut head = vec!["example".to_string()];
     head.extend(backends.iter().map(|b| b.name().to_string()));
@@ -758,18 +765,19 @@ pub fn print(rows: &[&'static Row], backends: &[Backend], ran: &[Ran], verbose: 
             .collect();
         format!("| {} |", parts.join(" | "))
     };
-    println!();
-    println!("{}", fmt(&head));
+    let _ = writeln!(t);
+    let _ = writeln!(t, "{}", fmt(&head));
     let rule: Vec<String> = w.iter().map(|n| "-".repeat(*n)).collect();
-    println!("|-{}-|", rule.join("-|-"));
+    let _ = writeln!(t, "|-{}-|", rule.join("-|-"));
     for l in &lines {
-        println!("{}", fmt(l));
+        let _ = writeln!(t, "{}", fmt(l));
     }
-    println!();
-    println!(
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
         "pass FIG = passed (FIG: the example's throughput or latency); FAIL = failed (reasons below);"
     );
-    println!("no PROG = peer program PROG not installed (a failure under CI=true); n/a = the backend cannot; - = not run");
+    let _ = writeln!(t, "no PROG = peer program PROG not installed (a failure under CI=true); n/a = the backend cannot; - = not run");
     let mut notes: Vec<String> = Vec::new();
     for x in ran {
         match &x.cell {
@@ -790,11 +798,12 @@ pub fn print(rows: &[&'static Row], backends: &[Backend], ran: &[Ran], verbose: 
         }
     }
     if !notes.is_empty() {
-        println!();
+        let _ = writeln!(t);
         for n in notes {
-            println!("{n}");
+            let _ = writeln!(t, "{n}");
         }
     }
+    t
 }
 
 // ---------------------------------------------------------------------------
