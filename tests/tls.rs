@@ -36,7 +36,7 @@ use netdever::net::TcpStream;
 use netdever::tls::{MaxFragment, SoftTls, TlsConfig, TlsPool};
 use netdever::{
     AddressFamily, Deadline, Error, Events, MsgFlags, Netdever, PollFd, Protocol, Shutdown,
-    SockOpt, SockOptName, SockType, Socketer, Sockfd, TlsSupport,
+    SockOpt, SockOptName, SockType, Socketer, Sockfd, TlsSupport, TlsTrust,
 };
 use sha2::{Digest, Sha256};
 
@@ -626,6 +626,23 @@ fn misuse<D: Dev>(env: &Env<D>) {
         .expect("SoftTls");
     let d = || dl(&tls, Duration::from_secs(30));
     let stream = || tls.socket(AddressFamily::Inet, SockType::Stream, Protocol::Tls);
+    // set_tls_trust: the same call as on firmware-TLS backends works when
+    // it names the trust SoftTls was built with, and nothing else.
+    assert_eq!(tls.set_tls_trust(TlsTrust::Cas(trusted())), Ok(()));
+    let other = [&trusted()[0][1..]];
+    assert_eq!(
+        tls.set_tls_trust(TlsTrust::Cas(&other)),
+        Err(Error::NotSupported)
+    );
+    assert_eq!(
+        tls.set_tls_trust(TlsTrust::DangerAcceptAnyCertificate),
+        Err(Error::NotSupported)
+    );
+    assert_eq!(
+        env.dev.set_tls_trust(TlsTrust::DangerAcceptAnyCertificate),
+        Err(Error::NotSupported),
+        "a backend without TLS of its own"
+    );
     assert_eq!(
         tls.socket(AddressFamily::Inet, SockType::Dgram, Protocol::Tls),
         Err(Error::TypeNotSupported)
