@@ -269,6 +269,13 @@ impl Net {
     pub fn from_opts(o: &Opts) -> Result<Net, String> {
         match o.board {
             Board::Chip(b) => {
+                if o.pcap.is_some() {
+                    return Err(format!(
+                        "--pcap is not available on --board {}: the emulated chip's frames \
+                         are not recorded (use --board sim, tap or passt)",
+                        b.name()
+                    ));
+                }
                 let net = Net::chip(b, o.tap.as_deref(), o.ip.as_ref(), &o.netns)?;
                 if let Some(summary) = &net.summary {
                     o.say(format_args!("{summary}"));
@@ -548,9 +555,10 @@ pub fn main(spec: &Spec, run: RunFn) -> ! {
             std::process::exit(2);
         }
     };
-    // Clients and self-tests are bounded; a server told to serve runs until
-    // killed or until --duration.
-    if !(o.serve || (spec.server && matches!(o.board, Board::Tap | Board::Passt))) {
+    // Clients and self-tests are bounded; a server told to serve, or one on
+    // a real network (a TAP, with any board, or passt), runs until killed or
+    // until --duration.
+    if !(o.serve || (spec.server && (o.tap.is_some() || o.board == Board::Passt))) {
         watchdog(spec.name, Duration::from_secs(120));
     }
     let net = match Net::from_opts(&o) {
