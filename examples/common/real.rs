@@ -102,9 +102,7 @@ pub fn python_with_websockets() -> PeerResult<PathBuf> {
     if find_program("python3").is_none() {
         return Err(PeerError::NotInstalled("python3".into()));
     }
-    Err(PeerError::NotInstalled(
-        "python3 websockets (python3-websockets)".into(),
-    ))
+    Err(PeerError::NotInstalled("python3-websockets".into()))
 }
 
 /// Whether this process runs as root (effective uid 0), read from /proc.
@@ -1321,6 +1319,12 @@ fn openssl(args: &[&str]) -> PeerResult<()> {
 impl TestPki {
     /// Generate everything in a scratch directory.
     pub fn generate() -> PeerResult<TestPki> {
+        TestPki::generate_for(&[])
+    }
+
+    /// The same, the good certificate also naming the addresses `ips`
+    /// (for clients that reach the server by address, not by name).
+    pub fn generate_for(ips: &[Ipv4Addr]) -> PeerResult<TestPki> {
         program("openssl")?;
         let dir = TempDir::new("pki")?;
         let pki = TestPki { dir };
@@ -1360,9 +1364,15 @@ impl TestPki {
             ("wrong", "ca", "wrong.test"),
         ] {
             let ext = d(&format!("{name}.ext"));
+            let mut san = format!("DNS:{host}");
+            if name == "good" {
+                for ip in ips {
+                    san += &format!(",IP:{ip}");
+                }
+            }
             std::fs::write(
                 &ext,
-                format!("subjectAltName=DNS:{host}\nbasicConstraints=CA:FALSE\n"),
+                format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\n"),
             )
             .map_err(|e| PeerError::Failed(format!("{ext}: {e}")))?;
             openssl(&[
@@ -1437,13 +1447,40 @@ impl TestPki {
 /// `openssl s_server -tls1_3 -www` on `ip:port` with `cert`: answers a GET
 /// with `HTTP/1.0 200 ok` and a status page. Waits for its `ACCEPT`.
 pub fn s_server(place: &Place, ip: Ipv4Addr, port: u16, cert: &CertKey) -> PeerResult<Server> {
+    start_s_server(place, ip, port, cert, None)
+}
+
+/// `openssl s_server -tls1_3 -WWW` on `ip:port` with `cert`, serving the
+/// files of `dir` (`GET /name` answers `HTTP/1.0 200 ok` and the file, then
+/// closes). Waits for its `ACCEPT`.
+pub fn s_server_files(
+    place: &Place,
+    ip: Ipv4Addr,
+    port: u16,
+    cert: &CertKey,
+    dir: &Path,
+) -> PeerResult<Server> {
+    start_s_server(place, ip, port, cert, Some(dir))
+}
+
+fn start_s_server(
+    place: &Place,
+    ip: Ipv4Addr,
+    port: u16,
+    cert: &CertKey,
+    files: Option<&Path>,
+) -> PeerResult<Server> {
     let o = program("openssl")?;
     let accept = format!("{ip}:{port}");
     let mut c = place.command(o);
     c.args([
         "s_server", "-accept", &accept, "-cert", &cert.cert, "-key", &cert.key,
     ])
-    .args(["-tls1_3", "-www"]);
+    .arg("-tls1_3");
+    match files {
+        Some(dir) => c.arg("-WWW").current_dir(dir),
+        None => c.arg("-www"),
+    };
     let (mut proc, out, err) = Proc::spawn("openssl", &mut c)?;
     if out
         .wait_for(Duration::from_secs(15), |l| l.contains("ACCEPT"))
