@@ -575,6 +575,87 @@ fn macraw_frames_and_ring_wrap() {
     assert_eq!(r.r8(COMMON, 0x002E) & 1, 1);
 }
 
+/// MACRAW with a full RX ring: `Sn_RX_RSR` never passes the buffer size.
+/// By default frames that do not fit wait on the link; with overrun drops
+/// on (the chip's behaviour) they are lost and counted, while a frame that
+/// still fits the remaining space lands.
+#[test]
+fn macraw_ring_full_waits_or_drops() {
+    let frame = |dst: [u8; 6], len: usize, tag: u8| {
+        let mut f = vec![tag; len];
+        f[..6].copy_from_slice(&dst);
+        f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0x55, 0x09]);
+        f[12..14].copy_from_slice(&[0x88, 0xB5]);
+        f
+    };
+    for drops in [false, true] {
+        let (link, mut peer) = MemoryLink::pair();
+        let emu = W5500Emu::with_link(link);
+        emu.set_macraw_overrun_drops(drops);
+        let mut r = Raw(emu.spi());
+        let mac = [0x02, 0, 0, 0, 0x55, 0x00];
+        r.write(COMMON, 0x0009, &mac);
+        r.w8(sreg(0), 0x1E, 16);
+        r.w8(sreg(0), 0x1F, 16);
+        r.w8(sreg(0), 0x00, 0x84); // MACRAW + MFEN
+        r.cmd(0, 0x01);
+        // 12 full frames: 10 fit (10 * 1516 = 15160 of 16384 bytes).
+        for i in 0..12u8 {
+            peer.transmit(&frame(mac, 1514, i)).unwrap();
+        }
+        assert!(wait_for(Duration::from_secs(5), || r.r16(sreg(0), 0x26)
+            == 15160
+            && emu.stats().frames_rx == 10
+            && (!drops || emu.stats().frames_overrun == 2)));
+        // A small frame still fits the 1224 bytes left.
+        peer.transmit(&frame(mac, 100, 0xEE)).unwrap();
+        let want = if drops { 15160 + 102 } else { 15160 };
+        assert!(
+            wait_for(Duration::from_secs(5), || r.r16(sreg(0), 0x26) == want),
+            "drops={drops}: RSR {}",
+            r.r16(sreg(0), 0x26)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            r.r16(sreg(0), 0x26),
+            want,
+            "drops={drops}: RSR never passes the ring"
+        );
+        let st = emu.stats();
+        if drops {
+            assert_eq!(
+                (st.frames_rx, st.frames_overrun, st.frames_dropped),
+                (11, 2, 2)
+            );
+        } else {
+            assert_eq!(
+                (st.frames_rx, st.frames_overrun, st.frames_dropped),
+                (10, 0, 0)
+            );
+        }
+        // Release everything: waiting frames (default mode) land now, in order.
+        let rd = r.r16(sreg(0), 0x28);
+        r.w16(sreg(0), 0x28, rd.wrapping_add(want));
+        r.cmd(0, 0x40);
+        let (rx, rsr) = if drops { (11, 0) } else { (13, 2 * 1516 + 102) };
+        assert!(
+            wait_for(Duration::from_secs(5), || emu.stats().frames_rx == rx
+                && r.r16(sreg(0), 0x26) == rsr),
+            "drops={drops}: {:?}",
+            emu.stats()
+        );
+        if !drops {
+            let rd = r.r16(sreg(0), 0x28);
+            assert_eq!(r.r16(srx(0), rd), 1516);
+            assert_eq!(
+                r.read(srx(0), rd.wrapping_add(16), 1),
+                vec![10],
+                "frame 10 next"
+            );
+        }
+    }
+}
+
 #[test]
 fn bus_counting() {
     let (emu, mut r) = chip();

@@ -58,6 +58,14 @@
 //!   (TIME_WAIT is not shown); data already in the RX ring stays readable.
 //! * UDP datagrams that do not fit the free RX space wait in the host queue
 //!   (the chip would drop them); ones larger than the whole ring are dropped.
+//! * MACRAW frames arrive from the link as fast as the host moves them (no
+//!   line rate). By default a frame that does not fit socket 0's free RX
+//!   space waits on the link until the driver frees room, as if the wire
+//!   paused — the real chip has no such back-pressure and loses the frame.
+//!   [`W5500Emu::set_macraw_overrun_drops`] switches to the chip's
+//!   behaviour: such a frame is dropped and counted in
+//!   [`EmuStats::frames_overrun`]. Either way `Sn_RX_RSR` never exceeds
+//!   the buffer size.
 //! * Keep-alive (`SEND_KEEP`, `Sn_KPALVTR`), PPPoE, WOL, IPRAW and the
 //!   chip's own ARP/ICMP answers are not modelled.
 //!
@@ -168,8 +176,13 @@ pub struct EmuStats {
     pub frames_tx: u64,
     /// Frames put in socket 0's RX ring.
     pub frames_rx: u64,
-    /// Frames dropped: RX ring full, filtered, link down, oversize, no MACRAW socket.
+    /// Frames dropped: filtered, link down, oversize, no MACRAW socket, or
+    /// (with [`W5500Emu::set_macraw_overrun_drops`]) no room in the RX ring.
     pub frames_dropped: u64,
+    /// Of `frames_dropped`: MACRAW frames that found too little free space
+    /// in socket 0's RX ring (only with [`W5500Emu::set_macraw_overrun_drops`];
+    /// otherwise such frames wait on the link).
+    pub frames_overrun: u64,
     /// UDP datagrams sent / received through host sockets.
     pub udp_tx: u64,
     /// UDP datagrams stored in an RX ring.
@@ -333,6 +346,7 @@ struct Chip {
     miso_stuck: Option<u8>,
     version: u8,
     cr_stuck: bool,
+    overrun_drops: bool,
     frame: Vec<u8>,
 }
 
@@ -383,6 +397,7 @@ impl Chip {
             miso_stuck: None,
             version: VERSION,
             cr_stuck: false,
+            overrun_drops: false,
             frame: vec![0; 2048],
         };
         c.reset();
@@ -987,9 +1002,10 @@ impl Chip {
         self.pump_link();
     }
 
-    /// Socket 0 is in MACRAW and its RX ring cannot take a full frame.
+    /// Socket 0 is in MACRAW, its RX ring cannot take a full frame, and
+    /// frames that do not fit wait on the link (the default).
     fn macraw_rx_full(&self) -> bool {
-        self.s[0].sr() == SOCK_MACRAW && self.rx_free(0) < MAX_FRAME + 2
+        !self.overrun_drops && self.s[0].sr() == SOCK_MACRAW && self.rx_free(0) < MAX_FRAME + 2
     }
 
     fn pump_link(&mut self) {
@@ -999,7 +1015,7 @@ impl Chip {
         let mut buf = std::mem::take(&mut self.frame);
         for _ in 0..64 {
             let macraw = self.s[0].sr() == SOCK_MACRAW;
-            if macraw && self.rx_free(0) < MAX_FRAME + 2 {
+            if self.macraw_rx_full() {
                 break;
             }
             let n = match link.receive(&mut buf) {
@@ -1013,6 +1029,13 @@ impl Chip {
             let frame = &buf[..n];
             if !macraw || !self.cable || !self.accept_frame(frame) {
                 self.stats.frames_dropped += 1;
+                continue;
+            }
+            if n + 2 > self.rx_free(0) {
+                // Only reached with overrun drops on: the chip has nowhere
+                // to keep a frame its ring cannot hold.
+                self.stats.frames_dropped += 1;
+                self.stats.frames_overrun += 1;
                 continue;
             }
             let len = self.s[0].next_rx_len.take().unwrap_or((n + 2) as u16);
@@ -1509,6 +1532,15 @@ impl W5500Emu {
     /// command is not executed (a wedged chip).
     pub fn set_cr_stuck(&self, stuck: bool) {
         self.shared.with(|c| c.cr_stuck = stuck);
+    }
+
+    /// Model the chip's MACRAW overrun (`true`): a frame that arrives when
+    /// socket 0's RX ring has less free space than the frame and its 2-byte
+    /// header is dropped and counted ([`EmuStats::frames_overrun`]). With
+    /// `false` (the default) it waits on the link until the driver frees
+    /// room, which no real wire does.
+    pub fn set_macraw_overrun_drops(&self, drop: bool) {
+        self.shared.with(|c| c.overrun_drops = drop);
     }
 
     /// Write `len` into the length field of the next packet header stored
