@@ -16,7 +16,10 @@
 //!
 //! * MACRAW: `HostStack` over `W5500Link` on a memory-switch port, peer a
 //!   plain `HostStack` on the same switch; the bus carries every Ethernet
-//!   frame both ways (data, ACKs, ARP) plus register traffic.
+//!   frame both ways (data, ACKs, ARP) plus register traffic. The emulator
+//!   drops frames the RX ring cannot hold, as the chip does, and the
+//!   device's TCP window is `MAX_TCP_WINDOW` (what the ring always holds);
+//!   ring overruns are printed (and any retransmission is in the bus count).
 //! * Offload: `W5500Offload` with the chip at 127.0.0.2 and a std::net peer
 //!   on 127.0.0.1; the bus carries only socket data plus register traffic.
 //!
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use netdever::offload::w5500::{W5500Config, W5500Offload};
 use netdever::phy::memory::MemorySwitch;
-use netdever::phy::w5500::W5500Link;
+use netdever::phy::w5500::{W5500Link, MAX_TCP_WINDOW};
 use netdever::phy::{Link, RxSignal};
 use netdever::platform::StdPlatform;
 use netdever::stack::host::HostStack;
@@ -129,12 +132,13 @@ impl Run {
     }
 }
 
-fn stack(link: impl Link + Send + 'static, ip: Ipv4Addr) -> HostStack {
+fn stack(link: impl Link + Send + 'static, ip: Ipv4Addr, rx_window: usize) -> HostStack {
     let mode = IpMode::Static(IpConfig::new(ip, 24));
     let dev = HostStack::new(
         link,
         StackConfig {
             ip: mode.clone(),
+            tcp_rx_buffer: rx_window,
             ..Default::default()
         },
     )
@@ -151,13 +155,15 @@ fn macraw(len: usize) -> Run {
     let mac_a = [0x02, 0, 0, 0, 0x55, 1];
     let switch = MemorySwitch::new();
     let emu = W5500Emu::with_link(switch.port(mac_a));
+    emu.set_macraw_overrun_drops(true);
     let link = W5500Link::new(emu.spi(), mac_a)
         .expect("W5500Link")
         .with_rx_signal(Arc::new(IntSignal(emu.int_pin())));
-    let dut = stack(link, Ipv4Addr::new(10, 0, 0, 1));
+    let dut = stack(link, Ipv4Addr::new(10, 0, 0, 1), MAX_TCP_WINDOW);
     let peer = stack(
         switch.port([0x02, 0, 0, 0, 0x55, 2]),
         Ipv4Addr::new(10, 0, 0, 2),
+        StackConfig::default().tcp_rx_buffer,
     );
     let l = peer
         .socket(AddressFamily::Inet, SockType::Stream, Protocol::Tcp)
@@ -195,6 +201,7 @@ fn macraw(len: usize) -> Run {
         wall[1] = t0.elapsed();
     });
     let bus = emu.bus().snapshot().since(&before);
+    println!("MACRAW   emulator: {:?}", emu.stats());
     dut.close(c).unwrap();
     peer.close(s).unwrap();
     Run {

@@ -1,9 +1,11 @@
 //! The conformance suite (`tests/conformance`) on the W5500, both ways:
 //!
 //! * `macraw`: the full stack (`HostStack`) over `W5500Link` — the
-//!   emulated chip in MACRAW on a memory-switch port — against a plain
-//!   `HostStack` peer on the same switch (dut 10.0.0.1/24, peer 10.0.0.2/24,
-//!   the peer answers DNS).
+//!   emulated chip in MACRAW on a memory-switch port, dropping frames its
+//!   RX ring cannot hold as the chip does — against a plain `HostStack`
+//!   peer on the same switch (dut 10.0.0.1/24 with the TCP window the ring
+//!   always holds, `MAX_TCP_WINDOW`; peer 10.0.0.2/24, the peer answers
+//!   DNS).
 //! * `offload`: `W5500Offload` (the chip's hardwired sockets, played by
 //!   host sockets) against the Linux kernel as peer. Both live in a fresh
 //!   network namespace whose loopback carries the kernel's 10.89.0.1/24 and
@@ -30,7 +32,7 @@ use std::time::Duration;
 
 use conformance::{Fixture, NetdevPeer};
 use netdever::phy::memory::MemorySwitch;
-use netdever::phy::w5500::W5500Link;
+use netdever::phy::w5500::{W5500Link, MAX_TCP_WINDOW};
 use netdever::phy::{Link, RxSignal};
 use netdever::platform::StdPlatform;
 use netdever::stack::host::HostStack;
@@ -53,12 +55,13 @@ impl RxSignal for IntSignal {
     }
 }
 
-fn stack(link: impl Link + Send + 'static, config: IpConfig) -> HostStack {
+fn stack(link: impl Link + Send + 'static, config: IpConfig, rx_window: usize) -> HostStack {
     let ip = IpMode::Static(config);
     let dev = HostStack::new(
         link,
         StackConfig {
             ip: ip.clone(),
+            tcp_rx_buffer: rx_window,
             ..Default::default()
         },
     )
@@ -79,16 +82,25 @@ fn stack(link: impl Link + Send + 'static, config: IpConfig) -> HostStack {
 fn macraw_fixture() -> Option<Fixture<HostStack, NetdevPeer<HostStack>>> {
     let switch = MemorySwitch::new();
     let emu = W5500Emu::with_link(switch.port(DUT_MAC));
+    emu.set_macraw_overrun_drops(true);
     let link = W5500Link::new(emu.spi(), DUT_MAC)
         .expect("W5500Link::new")
         .with_rx_signal(Arc::new(IntSignal(emu.int_pin())));
-    let dut = stack(link, IpConfig::new(DUT_IP, 24).with_dns(PEER_IP));
-    let peer = NetdevPeer::new(stack(switch.port(PEER_MAC), IpConfig::new(PEER_IP, 24)))
-        .with_dns(&[
-            ("peer.conformance.test", PEER_IP),
-            ("other.conformance.test", Ipv4Addr::new(10, 0, 0, 77)),
-        ])
-        .expect("peer DNS responder");
+    let dut = stack(
+        link,
+        IpConfig::new(DUT_IP, 24).with_dns(PEER_IP),
+        MAX_TCP_WINDOW,
+    );
+    let peer = NetdevPeer::new(stack(
+        switch.port(PEER_MAC),
+        IpConfig::new(PEER_IP, 24),
+        StackConfig::default().tcp_rx_buffer,
+    ))
+    .with_dns(&[
+        ("peer.conformance.test", PEER_IP),
+        ("other.conformance.test", Ipv4Addr::new(10, 0, 0, 77)),
+    ])
+    .expect("peer DNS responder");
     Some(Fixture {
         dut,
         peer,

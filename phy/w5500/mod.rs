@@ -23,6 +23,22 @@
 //! RECV). With `std`, [`W5500Link::with_rx_signal`] lets a driver thread
 //! sleep on it (for instance an [`RxSignal`] that waits for INTn low).
 //!
+//! # Receive window
+//!
+//! The RX ring is all the buffering the chip has: a frame that arrives while
+//! the ring cannot hold it (and its 2-byte header) is lost — Ethernet has no
+//! back-pressure, and the MCU empties the ring no faster than its SPI clock
+//! and its stack allow. A TCP peer may send a whole receive window in one
+//! burst at line rate, so a window bigger than what the ring holds loses
+//! the tail of such bursts whenever the MCU lags, and every loss that fast
+//! retransmit does not repair costs TCP's minimum retransmission timeout
+//! (1 s in smoltcp). Keep the sum of the receive windows that can be in
+//! flight at once (`StackConfig::tcp_rx_buffer` per connection) at or
+//! below [`MAX_TCP_WINDOW`]: 10 full-size frames, which always fit.
+//! Measured on the emulator with overrun drops on (4 MiB into the device,
+//! one connection): a 16 KiB window lost 95 frames and took 1.1 s; a
+//! 14600-byte window lost none and took 0.1 s.
+//!
 //! [`bus`] holds the chip access shared with the offload driver
 //! (`offload::w5500`), [`regs`] the register map.
 
@@ -41,6 +57,22 @@ use super::{Link, LinkError, MAX_FRAME_LEN};
 const MIN_FRAME: usize = 14;
 /// Socket 0's buffers in KB: all of the chip's memory.
 const MACRAW_KB: u8 = 16;
+
+/// Bytes of socket 0's RX ring in MACRAW (all of the chip's RX memory).
+pub const RX_RING_LEN: usize = MACRAW_KB as usize * 1024;
+
+/// Largest TCP receive window (the sum over connections receiving at once)
+/// that always fits the RX ring: 10 full-size frames (1514 bytes, each
+/// behind its 2-byte length) take 15160 of the ring's 16384 bytes and carry
+/// 10 × 1460 bytes of TCP payload. A window of W bytes sent as k segments
+/// takes W + 56·k bytes of ring (54 bytes of headers and the length per
+/// frame; a few more with TCP options), so 14600 bytes fit in up to 31
+/// segments. See the module docs.
+pub const MAX_TCP_WINDOW: usize = RX_RING_LEN / (MAX_FRAME_LEN + 2) * TCP_MSS;
+const _: () = assert!(MAX_TCP_WINDOW == 14600);
+
+/// TCP payload of a full-size Ethernet frame (1500 − 20 IP − 20 TCP).
+const TCP_MSS: usize = 1460;
 
 /// Counters of a [`W5500Link`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
