@@ -3,7 +3,20 @@
 //! smoltcp asks for frames through tokens; this adapter receives the
 //! link's next frame into its own buffer when smoltcp asks, and transmits
 //! from a scratch buffer when smoltcp fills one. Frames that are not IPv4 or
-//! ARP are set aside (a few at most) for [`Netlinker::recv_eth`].
+//! ARP are set aside for [`Netlinker::recv_eth`] in a queue of `RAW` bytes.
+//!
+//! # Why the raw-frame queue is sized in bytes
+//!
+//! Non-IP frames (LLDP, EAPOL, IPv6 neighbour discovery, an app's own
+//! EtherType) are mostly small, and most apps never read them. Fixed slots
+//! of a full frame each cost 1.5 KB of RAM per queued frame whatever arrives;
+//! a byte queue packs frames back to back (2 bytes of length each), so the
+//! default [`DEFAULT_RAW_QUEUE_BYTES`] holds one full-size frame or several
+//! small ones. When the queue is full the oldest frames make room (counted in
+//! [`LinkStats::raw_dropped`]), as `recv_eth` is a best-effort mailbox, not a
+//! reliable channel. `RAW = 0` turns raw-frame receive off: every non-IP
+//! frame is dropped and counted, and the stack's `recv_eth` says
+//! `NotSupported` instead of waiting for frames that cannot come.
 //!
 //! [`Netlinker::recv_eth`]: crate::Netlinker::recv_eth
 
@@ -12,8 +25,12 @@ use smoltcp::time::Instant;
 
 use super::{Link, LinkError, MAX_FRAME_LEN};
 
-/// Frames kept for `recv_eth` before older ones are dropped.
-const RAW_QUEUE: usize = 4;
+/// Default size in bytes of [`LinkDevice`]'s raw-frame queue: one
+/// full-size frame plus its length, or several small frames.
+pub const DEFAULT_RAW_QUEUE_BYTES: usize = MAX_FRAME_LEN + RAW_HEADER;
+
+/// Bytes of length stored in front of each queued raw frame.
+const RAW_HEADER: usize = 2;
 
 /// Counters kept by the adapter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,29 +41,113 @@ pub struct LinkStats {
     pub tx_frames: u64,
     /// Frames the link refused (busy, down, too long) or failed to receive.
     pub errors: u64,
-    /// Non-IP frames dropped because the raw queue was full.
+    /// Non-IP frames dropped because the raw queue was full (or is off).
     pub raw_dropped: u64,
 }
 
+/// Non-IP frames waiting for `recv_eth`, packed back to back in `N` bytes:
+/// each is a 2-byte big-endian length followed by the frame.
+struct RawQueue<const N: usize> {
+    buf: [u8; N],
+    used: usize,
+}
+
+impl<const N: usize> RawQueue<N> {
+    const fn new() -> Self {
+        RawQueue {
+            buf: [0; N],
+            used: 0,
+        }
+    }
+
+    /// Length of the oldest frame, if any.
+    fn front_len(&self) -> Option<usize> {
+        match self.buf.get(..RAW_HEADER) {
+            Some(&[hi, lo]) if self.used >= RAW_HEADER => {
+                Some(u16::from_be_bytes([hi, lo]) as usize)
+            }
+            _ => None,
+        }
+    }
+
+    /// Forget the oldest frame.
+    fn drop_front(&mut self) {
+        match self.front_len() {
+            Some(n) => {
+                let end = (RAW_HEADER + n).min(self.used);
+                self.buf.copy_within(end..self.used, 0);
+                self.used -= end;
+            }
+            None => self.used = 0,
+        }
+    }
+
+    /// Queue a frame, dropping the oldest ones to make room. Returns how
+    /// many frames were lost (the new one too, if it can never fit).
+    fn push(&mut self, frame: &[u8]) -> u64 {
+        let need = RAW_HEADER + frame.len();
+        if need > N || frame.len() > u16::MAX as usize {
+            return 1;
+        }
+        let mut dropped = 0;
+        while N - self.used < need {
+            self.drop_front();
+            dropped += 1;
+        }
+        let at = self.used;
+        self.buf[at..at + RAW_HEADER].copy_from_slice(&(frame.len() as u16).to_be_bytes());
+        self.buf[at + RAW_HEADER..at + need].copy_from_slice(frame);
+        self.used += need;
+        dropped
+    }
+
+    /// Move the oldest frame into `out`. A frame longer than `out` is
+    /// dropped and reported as `TooLong`.
+    fn pop(&mut self, out: &mut [u8]) -> Result<Option<usize>, LinkError> {
+        let Some(n) = self.front_len() else {
+            return Ok(None);
+        };
+        let r = match (out.get_mut(..n), self.buf.get(RAW_HEADER..RAW_HEADER + n)) {
+            (Some(dst), Some(src)) => {
+                dst.copy_from_slice(src);
+                Ok(Some(n))
+            }
+            _ => Err(LinkError::TooLong),
+        };
+        self.drop_front();
+        r
+    }
+}
+
 /// A [`Link`] adapted to smoltcp.
-pub struct LinkDevice<L: Link> {
+///
+/// `RAW` is the size in bytes of the queue that keeps non-IP frames for
+/// [`recv_raw`](Self::recv_raw) (default [`DEFAULT_RAW_QUEUE_BYTES`]; 0 turns
+/// raw-frame receive off, see the [module docs](self)).
+pub struct LinkDevice<L: Link, const RAW: usize = DEFAULT_RAW_QUEUE_BYTES> {
     link: L,
     rx: [u8; MAX_FRAME_LEN],
     tx: [u8; MAX_FRAME_LEN],
-    raw: heapless::Deque<heapless::Vec<u8, MAX_FRAME_LEN>, RAW_QUEUE>,
+    raw: RawQueue<RAW>,
     stats: LinkStats,
 }
 
-impl<L: Link> LinkDevice<L> {
+impl<L: Link, const RAW: usize> LinkDevice<L, RAW> {
     /// Wrap a link.
     pub fn new(link: L) -> Self {
         LinkDevice {
             link,
             rx: [0; MAX_FRAME_LEN],
             tx: [0; MAX_FRAME_LEN],
-            raw: heapless::Deque::new(),
+            raw: RawQueue::new(),
             stats: LinkStats::default(),
         }
+    }
+
+    /// Whether non-IP frames are kept for [`recv_raw`](Self::recv_raw)
+    /// (`RAW > 0`).
+    pub const fn keeps_raw_frames(&self) -> bool {
+        RAW > 0
     }
 
     /// The wrapped link.
@@ -79,16 +180,11 @@ impl<L: Link> LinkDevice<L> {
         Ok(())
     }
 
-    /// Take a set-aside non-IP frame.
+    /// Take the oldest set-aside non-IP frame (`Ok(None)`: none waiting;
+    /// always so when `RAW` is 0). A frame longer than `buf` is dropped and
+    /// reported as `TooLong`.
     pub fn recv_raw(&mut self, buf: &mut [u8]) -> Result<Option<usize>, LinkError> {
-        match self.raw.pop_front() {
-            None => Ok(None),
-            Some(f) if f.len() > buf.len() => Err(LinkError::TooLong),
-            Some(f) => {
-                buf[..f.len()].copy_from_slice(&f);
-                Ok(Some(f.len()))
-            }
-        }
+        self.raw.pop(buf)
     }
 
     fn is_ip(frame: &[u8]) -> bool {
@@ -129,7 +225,7 @@ impl<L: Link> TxToken for LinkTxToken<'_, L> {
     }
 }
 
-impl<L: Link> Device for LinkDevice<L> {
+impl<L: Link, const RAW: usize> Device for LinkDevice<L, RAW> {
     type RxToken<'a>
         = LinkRxToken<'a>
     where
@@ -163,13 +259,7 @@ impl<L: Link> Device for LinkDevice<L> {
                 ));
             }
             if n >= 14 {
-                if self.raw.is_full() {
-                    self.raw.pop_front();
-                    self.stats.raw_dropped += 1;
-                }
-                let _ = self
-                    .raw
-                    .push_back(heapless::Vec::from_slice(&self.rx[..n]).expect("fits"));
+                self.stats.raw_dropped += self.raw.push(&self.rx[..n]);
             }
         }
     }
@@ -187,5 +277,43 @@ impl<L: Link> Device for LinkDevice<L> {
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = self.link.max_frame_len().min(MAX_FRAME_LEN);
         caps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_queue_packs_small_frames_and_drops_oldest() {
+        let mut q: RawQueue<DEFAULT_RAW_QUEUE_BYTES> = RawQueue::new();
+        let mut out = [0u8; MAX_FRAME_LEN];
+        for i in 0..10u8 {
+            assert_eq!(q.push(&[i; 100]), 0, "ten small frames fit");
+        }
+        assert_eq!(
+            q.push(&[0xee; MAX_FRAME_LEN]),
+            10,
+            "a full frame needs all of it"
+        );
+        assert_eq!(q.pop(&mut out), Ok(Some(MAX_FRAME_LEN)));
+        assert_eq!(out[MAX_FRAME_LEN - 1], 0xee);
+        assert_eq!(q.pop(&mut out), Ok(None));
+        for i in 0..3u8 {
+            q.push(&[i; 60]);
+        }
+        assert_eq!(q.pop(&mut out[..10]), Err(LinkError::TooLong));
+        assert_eq!(q.pop(&mut out), Ok(Some(60)));
+        assert_eq!(
+            out[0], 1,
+            "the too-long frame was dropped, the next one follows"
+        );
+    }
+
+    #[test]
+    fn zero_sized_raw_queue_drops_everything() {
+        let mut q: RawQueue<0> = RawQueue::new();
+        assert_eq!(q.push(&[1; 60]), 1);
+        assert_eq!(q.pop(&mut [0u8; 64]), Ok(None));
     }
 }

@@ -35,7 +35,7 @@ pub mod tap;
 pub mod w5500;
 
 #[cfg(feature = "full-stack")]
-pub use device::{LinkDevice, LinkStats};
+pub use device::{LinkDevice, LinkStats, DEFAULT_RAW_QUEUE_BYTES};
 
 /// Largest Ethernet frame a link must carry: 14-byte header + 1500-byte payload (no FCS).
 pub const MAX_FRAME_LEN: usize = 1514;

@@ -62,6 +62,7 @@ pub use fd::MAX_BACKLOG;
 use crate::error::{Error, Result};
 use crate::fdtable::FdTable;
 use crate::netlink::{Event, IpMode, NotifyFn};
+pub use crate::phy::DEFAULT_RAW_QUEUE_BYTES;
 use crate::phy::{Link, LinkDevice};
 use crate::platform::Platform;
 use crate::time::Instant;
@@ -86,9 +87,22 @@ fn from_smol(i: smoltcp::time::Instant) -> Instant {
 /// A [`Netdever`](crate::Netdever) + [`Netlinker`](crate::Netlinker) over smoltcp and a raw-frame [`Link`].
 ///
 /// `FDS` is the fd table size (default 16, at most 256).
-pub struct Stack<'a, L: Link, P: Platform, const FDS: usize = 16> {
+///
+/// `RAW` is the size in bytes of the queue that keeps frames smoltcp does not
+/// handle (not IPv4, not ARP) for [`Netlinker::recv_eth`](crate::Netlinker::recv_eth):
+/// by default [`DEFAULT_RAW_QUEUE_BYTES`] (one full-size frame, or several
+/// small ones; the oldest make room). An app that never reads raw frames can
+/// save that RAM with `RAW = 0` (`Stack<'_, L, P, 16, 0>`); `recv_eth` then
+/// answers `NotSupported`, while `send_eth` still works.
+pub struct Stack<
+    'a,
+    L: Link,
+    P: Platform,
+    const FDS: usize = 16,
+    const RAW: usize = DEFAULT_RAW_QUEUE_BYTES,
+> {
     platform: P,
-    inner: lock_api::Mutex<P::RawMutex, Inner<'a, L, FDS>>,
+    inner: lock_api::Mutex<P::RawMutex, Inner<'a, L, FDS, RAW>>,
     driver_active: AtomicBool,
     limits: Limits,
 }
@@ -101,10 +115,10 @@ struct Limits {
     dns_timeout: core::time::Duration,
 }
 
-pub(crate) struct Inner<'a, L: Link, const FDS: usize> {
+pub(crate) struct Inner<'a, L: Link, const FDS: usize, const RAW: usize> {
     now: Instant,
     iface: Interface,
-    dev: LinkDevice<L>,
+    dev: LinkDevice<L, RAW>,
     sockets: SocketSet<'a>,
     fds: FdTable<Fd, FDS>,
     tcp_free: heapless::Vec<SocketHandle, MAX_TCP_SOCKETS>,
@@ -125,7 +139,7 @@ pub(crate) struct Inner<'a, L: Link, const FDS: usize> {
     rng: u64,
 }
 
-impl<'a, L: Link, P: Platform, const FDS: usize> Stack<'a, L, P, FDS> {
+impl<'a, L: Link, P: Platform, const FDS: usize, const RAW: usize> Stack<'a, L, P, FDS, RAW> {
     /// Build a stack on `link`. Socket memory comes from `resources`; the
     /// RNG seeds TCP initial sequence numbers, DNS ids and ephemeral ports.
     /// The address mode in `config.ip` is applied at once (DHCP starts
@@ -248,7 +262,7 @@ impl<'a, L: Link, P: Platform, const FDS: usize> Stack<'a, L, P, FDS> {
 
     /// Lock, poll, run `f`, poll again to push out what `f` queued, notify
     /// waiters, unlock, then deliver link events.
-    fn with<R>(&self, f: impl FnOnce(&mut Inner<'a, L, FDS>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut Inner<'a, L, FDS, RAW>) -> R) -> R {
         let (r, events, cb) = {
             let mut g = self.inner.lock();
             let now = self.platform.now();
@@ -281,7 +295,7 @@ impl<'a, L: Link, P: Platform, const FDS: usize> Stack<'a, L, P, FDS> {
     /// next timer is due.
     fn attempt<T>(
         &self,
-        f: impl FnOnce(&mut Inner<'a, L, FDS>) -> crate::wait::Attempt<T>,
+        f: impl FnOnce(&mut Inner<'a, L, FDS, RAW>) -> crate::wait::Attempt<T>,
     ) -> crate::wait::Attempt<T> {
         use crate::wait::Attempt;
         let driven = self.driver_active.load(Ordering::Acquire);
@@ -303,7 +317,7 @@ impl<'a, L: Link, P: Platform, const FDS: usize> Stack<'a, L, P, FDS> {
     }
 }
 
-impl<'a, L: Link, const FDS: usize> Inner<'a, L, FDS> {
+impl<'a, L: Link, const FDS: usize, const RAW: usize> Inner<'a, L, FDS, RAW> {
     /// One smoltcp poll plus the stack's own housekeeping. Returns whether
     /// socket state may have changed.
     fn poll(&mut self, now: Instant) -> bool {
@@ -603,7 +617,7 @@ impl<'a, L: Link, const FDS: usize> Inner<'a, L, FDS> {
     }
 }
 
-impl<'a, L: Link, const FDS: usize> Inner<'a, L, FDS> {
+impl<'a, L: Link, const FDS: usize, const RAW: usize> Inner<'a, L, FDS, RAW> {
     /// Close the sending half: FIN after the queued data.
     ///
     /// In CLOSE-WAIT with data still queued, the FIN is held back until the

@@ -25,7 +25,7 @@ fn to_std(ep: IpEndpoint) -> SocketAddr {
     SocketAddr::from(ep)
 }
 
-impl<'a, L: Link, const FDS: usize> Inner<'a, L, FDS> {
+impl<'a, L: Link, const FDS: usize, const RAW: usize> Inner<'a, L, FDS, RAW> {
     fn tcp(&mut self, fd: Sockfd) -> Result<&mut TcpFd> {
         match self.fds.get_mut(fd)? {
             Fd::Tcp(t) => Ok(t),
@@ -306,7 +306,7 @@ fn is_pending_conn(state: tcp::State) -> bool {
     )
 }
 
-impl<'a, L: Link, P: Platform, const FDS: usize> Stack<'a, L, P, FDS> {
+impl<'a, L: Link, P: Platform, const FDS: usize, const RAW: usize> Stack<'a, L, P, FDS, RAW> {
     /// How a call on `fd` may wait, from its options and the call's flags.
     fn blocking(
         &self,
@@ -386,7 +386,9 @@ impl<'a, L: Link, P: Platform, const FDS: usize> Stack<'a, L, P, FDS> {
     }
 }
 
-impl<'a, L: Link + Send, P: Platform, const FDS: usize> Socketer for Stack<'a, L, P, FDS> {
+impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Socketer
+    for Stack<'a, L, P, FDS, RAW>
+{
     fn socket(&self, family: AddressFamily, ty: SockType, proto: Protocol) -> Result<Sockfd> {
         if family != AddressFamily::Inet {
             return Err(Error::FamilyNotSupported);
@@ -901,7 +903,9 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize> Socketer for Stack<'a, L
     }
 }
 
-impl<'a, L: Link + Send, P: Platform, const FDS: usize> Netdever for Stack<'a, L, P, FDS> {
+impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Netdever
+    for Stack<'a, L, P, FDS, RAW>
+{
     fn get_host_by_name(&self, name: &str, family: AddressFamily) -> Result<IpAddr> {
         if family != AddressFamily::Inet {
             return Err(Error::FamilyNotSupported);
@@ -990,7 +994,9 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize> Netdever for Stack<'a, L
     }
 }
 
-impl<'a, L: Link + Send, P: Platform, const FDS: usize> Netlinker for Stack<'a, L, P, FDS> {
+impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Netlinker
+    for Stack<'a, L, P, FDS, RAW>
+{
     fn net_connect(&self, params: &ConnectParams<'_>) -> Result<()> {
         if params.mode == ConnectMode::AccessPoint {
             return Err(Error::NotSupported);
@@ -1051,7 +1057,12 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize> Netlinker for Stack<'a, 
         self.with(|g| g.dev.send_raw(frame).map_err(Error::from))
     }
 
+    /// Frames smoltcp did not take, oldest first. With `RAW = 0` none are
+    /// kept: `NotSupported`.
     fn recv_eth(&self, buf: &mut [u8]) -> Result<Option<usize>> {
+        if RAW == 0 {
+            return Err(Error::NotSupported);
+        }
         self.with(|g| g.dev.recv_raw(buf).map_err(Error::from))
     }
 }
