@@ -1,9 +1,16 @@
 //! Per-fd state of the smoltcp backend.
+//!
+//! Every slot of the fd table is as large as the largest fd, so this state
+//! is kept small: a listener's pending connections are a bit set over the
+//! TCP pool (not a list of handles), a UDP peer is an IPv4 address (the only
+//! family the stack serves), and nothing is kept that the stack never reads
+//! (the host name given to `connect` matters to TLS, which keeps its own).
 
 use smoltcp::iface::SocketHandle;
 
+use super::TcpMask;
 pub(crate) use crate::sockstate::SockState as Common;
-use crate::types::SocketAddr;
+use crate::types::SocketAddrV4;
 
 /// Most pending connections one listener can hold.
 pub const MAX_BACKLOG: usize = 16;
@@ -23,11 +30,13 @@ pub(crate) enum TcpState {
         reset_reported: bool,
     },
     /// Listening: the fd's own socket plus more pooled sockets, all in
-    /// LISTEN (or holding a pending connection) on `port`.
+    /// LISTEN (or holding a pending connection) on `port`. `backlog` has bit
+    /// `i` set for the `i`-th pooled TCP socket (see `Inner::tcp_free`).
     Listening {
         port: u16,
-        backlog: heapless::Vec<SocketHandle, MAX_BACKLOG>,
-        wanted: usize,
+        backlog: TcpMask,
+        /// How many sockets `listen` asked for, at most [`MAX_BACKLOG`].
+        wanted: u8,
     },
     /// A connect failed; the error was stored in `Common::error`.
     Failed,
@@ -40,8 +49,6 @@ pub(crate) struct TcpFd {
     /// The fd's socket (for a listener: unused, see `backlog`).
     pub handle: Option<SocketHandle>,
     pub state: TcpState,
-    /// Host name given to connect (kept for TLS SNI).
-    pub host: heapless::String<64>,
 }
 
 /// A UDP fd.
@@ -50,7 +57,7 @@ pub(crate) struct UdpFd {
     pub common: Common,
     pub handle: SocketHandle,
     pub bound: Option<u16>,
-    pub peer: Option<SocketAddr>,
+    pub peer: Option<SocketAddrV4>,
 }
 
 /// Any fd.

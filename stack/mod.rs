@@ -16,6 +16,13 @@
 //! still listening — so N connections can be pending before the first
 //! `accept`, and `accept` refills the pool behind it.
 //!
+//! The pool's bookkeeping is bit sets (`TcpMask`, `UdpMask`): bit `i`
+//! stands for the `i`-th TCP (resp. UDP) socket of the socket set, in the
+//! order they were added. Lists of handles sized for the most sockets a
+//! stack can have would cost more RAM than a small stack's sockets; a bit set
+//! costs 8 bytes whatever the count, and the socket set already holds the
+//! handles (finding one is a walk over the set, as smoltcp's own poll does).
+//!
 //! # Driving the stack
 //!
 //! Somebody has to call smoltcp's `poll` when frames arrive and timers fire:
@@ -48,7 +55,7 @@ mod netdev;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
-use smoltcp::socket::{dhcpv4, dns, tcp, udp};
+use smoltcp::socket::{dhcpv4, dns, tcp, udp, Socket};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Cidr};
 
 #[cfg(feature = "std")]
@@ -115,18 +122,31 @@ struct Limits {
     dns_timeout: core::time::Duration,
 }
 
+/// A set of pooled TCP sockets: bit `i` is the `i`-th TCP socket of the
+/// socket set (see [`tcp_sockets`]).
+pub(crate) type TcpMask = u64;
+/// A set of pooled UDP sockets: bit `i` is the `i`-th UDP socket.
+pub(crate) type UdpMask = u32;
+
+const _: () = assert!(MAX_TCP_SOCKETS <= TcpMask::BITS as usize);
+const _: () = assert!(MAX_UDP_SOCKETS <= UdpMask::BITS as usize);
+const _: () = assert!(MAX_BACKLOG <= MAX_TCP_SOCKETS && MAX_BACKLOG <= u8::MAX as usize);
+
 pub(crate) struct Inner<'a, L: Link, const FDS: usize, const RAW: usize> {
     now: Instant,
     iface: Interface,
     dev: LinkDevice<L, RAW>,
     sockets: SocketSet<'a>,
     fds: FdTable<Fd, FDS>,
-    tcp_free: heapless::Vec<SocketHandle, MAX_TCP_SOCKETS>,
-    tcp_closing: heapless::Vec<SocketHandle, MAX_TCP_SOCKETS>,
+    /// TCP sockets owned by nobody and closed: ready to hand out.
+    tcp_free: TcpMask,
+    /// TCP sockets of closed fds still closing in the background.
+    tcp_closing: TcpMask,
     /// Sockets in CLOSE-WAIT whose FIN waits until their send queue drains
     /// (see [`Inner::close_tx`]).
-    fin_pending: heapless::Vec<SocketHandle, MAX_TCP_SOCKETS>,
-    udp_free: heapless::Vec<SocketHandle, MAX_UDP_SOCKETS>,
+    fin_pending: TcpMask,
+    /// UDP sockets owned by no fd.
+    udp_free: UdpMask,
     dns: SocketHandle,
     dhcp: Option<SocketHandle>,
     ip: Option<IpConfig>,
@@ -169,15 +189,12 @@ impl<'a, L: Link, P: Platform, const FDS: usize, const RAW: usize> Stack<'a, L, 
             .socket_storage(config.socket_storage_len())
             .ok_or(Error::InvalidArgument)?;
         let mut sockets = SocketSet::new(storage);
-        let mut tcp_free = heapless::Vec::new();
         for _ in 0..config.tcp_sockets {
             let (rx, tx) = resources
                 .tcp(config.tcp_rx_buffer, config.tcp_tx_buffer)
                 .ok_or(Error::InvalidArgument)?;
-            let h = sockets.add(tcp::Socket::new(rx, tx));
-            tcp_free.push(h).map_err(|_| Error::InvalidArgument)?;
+            sockets.add(tcp::Socket::new(rx, tx));
         }
-        let mut udp_free = heapless::Vec::new();
         for _ in 0..config.udp_sockets {
             let (rx, tx) = resources
                 .udp(
@@ -186,11 +203,14 @@ impl<'a, L: Link, P: Platform, const FDS: usize, const RAW: usize> Stack<'a, L, 
                     config.udp_packets,
                 )
                 .ok_or(Error::InvalidArgument)?;
-            let h = sockets.add(udp::Socket::new(rx, tx));
-            udp_free.push(h).map_err(|_| Error::InvalidArgument)?;
+            sockets.add(udp::Socket::new(rx, tx));
         }
         let queries = resources.dns_queries().ok_or(Error::InvalidArgument)?;
         let dns = sockets.add(dns::Socket::new(&[], queries));
+        // Pool indices count the set's sockets: it must hold ours only.
+        if sockets.iter().count() != config.tcp_sockets + config.udp_sockets + 1 {
+            return Err(Error::InvalidArgument);
+        }
 
         let mut inner = Inner {
             now,
@@ -198,10 +218,10 @@ impl<'a, L: Link, P: Platform, const FDS: usize, const RAW: usize> Stack<'a, L, 
             dev,
             sockets,
             fds: FdTable::new(),
-            tcp_free,
-            tcp_closing: heapless::Vec::new(),
-            fin_pending: heapless::Vec::new(),
-            udp_free,
+            tcp_free: low_bits(config.tcp_sockets),
+            tcp_closing: 0,
+            fin_pending: 0,
+            udp_free: low_bits(config.udp_sockets) as UdpMask,
             dns,
             dhcp: None,
             ip: None,
@@ -394,37 +414,33 @@ impl<'a, L: Link, const FDS: usize, const RAW: usize> Inner<'a, L, FDS, RAW> {
     /// Recycle closed sockets, refill listener backlogs, note FINs.
     fn housekeeping(&mut self) -> bool {
         let mut changed = false;
-        let mut i = 0;
-        while i < self.fin_pending.len() {
-            let s = self.sockets.get_mut::<tcp::Socket>(self.fin_pending[i]);
-            if s.state() != tcp::State::CloseWait {
-                self.fin_pending.swap_remove(i);
-            } else if s.send_queue() == 0 {
-                s.close();
-                self.fin_pending.swap_remove(i);
-                changed = true;
-            } else {
-                i += 1;
-            }
-        }
-        let mut i = 0;
-        while i < self.tcp_closing.len() {
-            let h = self.tcp_closing[i];
-            if self.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed {
-                self.tcp_closing.swap_remove(i);
-                let _ = self.tcp_free.push(h);
-            } else {
-                i += 1;
-            }
-        }
-        // Split borrows: fds vs sockets/free list.
+        // Split borrows: fds vs sockets/pool.
         let Inner {
             fds,
             sockets,
             tcp_free,
             tcp_closing,
+            fin_pending,
             ..
         } = self;
+        if *fin_pending | *tcp_closing != 0 {
+            for (i, _, s) in tcp_sockets_mut(sockets) {
+                let bit = 1 << i;
+                if *fin_pending & bit != 0 {
+                    if s.state() != tcp::State::CloseWait {
+                        *fin_pending &= !bit;
+                    } else if s.send_queue() == 0 {
+                        s.close();
+                        *fin_pending &= !bit;
+                        changed = true;
+                    }
+                }
+                if *tcp_closing & bit != 0 && s.state() == tcp::State::Closed {
+                    *tcp_closing &= !bit;
+                    *tcp_free |= bit;
+                }
+            }
+        }
         for (_, fd) in fds.iter_mut() {
             let Fd::Tcp(t) = fd else { continue };
             match &mut t.state {
@@ -448,23 +464,21 @@ impl<'a, L: Link, const FDS: usize, const RAW: usize> Inner<'a, L, FDS, RAW> {
                     backlog,
                     wanted,
                 } => {
-                    for &h in backlog.iter() {
-                        let s = sockets.get_mut::<tcp::Socket>(h);
-                        if s.state() == tcp::State::Closed {
+                    for (i, _, s) in tcp_sockets_mut(sockets) {
+                        if *backlog & (1 << i) != 0 && s.state() == tcp::State::Closed {
                             // A half-open connection was reset; listen again.
                             let _ = s.listen(*port);
                         }
                     }
-                    while backlog.len() < *wanted {
-                        let Some(h) = take_tcp(tcp_free, tcp_closing, sockets) else {
+                    while backlog.count_ones() < u32::from(*wanted) {
+                        let Some((i, h)) = take_tcp(tcp_free, tcp_closing, sockets) else {
                             break;
                         };
-                        if sockets.get_mut::<tcp::Socket>(h).listen(*port).is_err()
-                            || backlog.push(h).is_err()
-                        {
-                            let _ = tcp_free.push(h);
+                        if sockets.get_mut::<tcp::Socket>(h).listen(*port).is_err() {
+                            *tcp_free |= 1 << i;
                             break;
                         }
+                        *backlog |= 1 << i;
                     }
                 }
                 _ => {}
@@ -591,12 +605,43 @@ impl<'a, L: Link, const FDS: usize, const RAW: usize> Inner<'a, L, FDS, RAW> {
     }
 
     fn take_tcp(&mut self) -> Option<SocketHandle> {
-        take_tcp(&mut self.tcp_free, &mut self.tcp_closing, &mut self.sockets)
+        take_tcp(&mut self.tcp_free, &mut self.tcp_closing, &mut self.sockets).map(|(_, h)| h)
+    }
+
+    /// Give a TCP socket that never left the pool's hands straight back.
+    fn untake_tcp(&mut self, h: SocketHandle) {
+        if let Some(i) = tcp_index(&self.sockets, h) {
+            self.tcp_free |= 1 << i;
+        }
+    }
+
+    /// Whether `h` is still closing in the background (not yet recycled).
+    fn tcp_is_closing(&self, h: SocketHandle) -> bool {
+        tcp_index(&self.sockets, h).is_some_and(|i| self.tcp_closing & (1 << i) != 0)
+    }
+
+    /// Take a UDP socket from the pool.
+    fn take_udp(&mut self) -> Option<SocketHandle> {
+        let i = self.udp_free.trailing_zeros() as usize;
+        let h = udp_sockets(&self.sockets).find(|&(j, _, _)| j == i)?.1;
+        self.udp_free &= !(1 << i);
+        Some(h)
+    }
+
+    /// Give a UDP socket back to the pool.
+    fn release_udp(&mut self, h: SocketHandle) {
+        if let Some((i, _, _)) = udp_sockets(&self.sockets).find(|&(_, x, _)| x == h) {
+            self.udp_free |= 1 << i;
+        }
     }
 
     /// Give a socket back: closed ones go straight to the pool, others close
     /// gracefully in the background first.
     fn release_tcp(&mut self, h: SocketHandle, graceful: bool) {
+        let Some(i) = tcp_index(&self.sockets, h) else {
+            return;
+        };
+        let bit: TcpMask = 1 << i;
         if graceful {
             // Like Linux's tcp_fin_timeout: a peer that stops answering
             // (never ACKs or never sends its FIN) must not hold a pooled
@@ -606,13 +651,13 @@ impl<'a, L: Link, const FDS: usize, const RAW: usize> Inner<'a, L, FDS, RAW> {
             ));
             self.close_tx(h);
         } else {
-            self.fin_pending.retain(|&p| p != h);
+            self.fin_pending &= !bit;
             self.sockets.get_mut::<tcp::Socket>(h).abort();
         }
         if self.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed {
-            let _ = self.tcp_free.push(h);
+            self.tcp_free |= bit;
         } else {
-            let _ = self.tcp_closing.push(h);
+            self.tcp_closing |= bit;
         }
     }
 }
@@ -627,41 +672,100 @@ impl<'a, L: Link, const FDS: usize, const RAW: usize> Inner<'a, L, FDS, RAW> {
     /// data until the 1 s zero-window probe. An echo server whose client
     /// half-closes first hits this every time the client's window fills.
     fn close_tx(&mut self, h: SocketHandle) {
+        let i = tcp_index(&self.sockets, h);
         let s = self.sockets.get_mut::<tcp::Socket>(h);
-        if s.state() == tcp::State::CloseWait && s.send_queue() > 0 {
-            if !self.fin_pending.contains(&h) {
-                let _ = self.fin_pending.push(h);
+        match i {
+            Some(i) if s.state() == tcp::State::CloseWait && s.send_queue() > 0 => {
+                self.fin_pending |= 1 << i;
             }
-        } else {
-            s.close();
+            _ => s.close(),
         }
     }
 }
 
-/// Take a TCP socket from the pool, reset to defaults. If the pool is empty,
-/// reuse a socket that is only waiting out TIME-WAIT.
+/// The lowest `n` bits set.
+const fn low_bits(n: usize) -> TcpMask {
+    if n >= TcpMask::BITS as usize {
+        TcpMask::MAX
+    } else {
+        (1 << n) - 1
+    }
+}
+
+/// The pooled TCP sockets with their pool index (the order they were added).
+fn tcp_sockets<'s, 'a>(
+    sockets: &'s SocketSet<'a>,
+) -> impl Iterator<Item = (usize, SocketHandle, &'s tcp::Socket<'a>)> {
+    sockets
+        .iter()
+        .filter_map(|(h, s)| match s {
+            Socket::Tcp(t) => Some((h, t)),
+            _ => None,
+        })
+        .enumerate()
+        .map(|(i, (h, t))| (i, h, t))
+}
+
+/// [`tcp_sockets`], mutably.
+fn tcp_sockets_mut<'s, 'a>(
+    sockets: &'s mut SocketSet<'a>,
+) -> impl Iterator<Item = (usize, SocketHandle, &'s mut tcp::Socket<'a>)> {
+    sockets
+        .iter_mut()
+        .filter_map(|(h, s)| match s {
+            Socket::Tcp(t) => Some((h, t)),
+            _ => None,
+        })
+        .enumerate()
+        .map(|(i, (h, t))| (i, h, t))
+}
+
+/// The pooled UDP sockets with their pool index (the order they were added).
+fn udp_sockets<'s, 'a>(
+    sockets: &'s SocketSet<'a>,
+) -> impl Iterator<Item = (usize, SocketHandle, &'s udp::Socket<'a>)> {
+    sockets
+        .iter()
+        .filter_map(|(h, s)| match s {
+            Socket::Udp(u) => Some((h, u)),
+            _ => None,
+        })
+        .enumerate()
+        .map(|(i, (h, u))| (i, h, u))
+}
+
+/// The pool index of TCP socket `h`.
+fn tcp_index(sockets: &SocketSet<'_>, h: SocketHandle) -> Option<usize> {
+    tcp_sockets(sockets)
+        .find(|&(_, x, _)| x == h)
+        .map(|(i, _, _)| i)
+}
+
+/// Take a TCP socket from the pool, reset to defaults, with its pool index.
+/// If the pool is empty, reuse a socket that is only waiting out TIME-WAIT.
 fn take_tcp(
-    free: &mut heapless::Vec<SocketHandle, MAX_TCP_SOCKETS>,
-    closing: &mut heapless::Vec<SocketHandle, MAX_TCP_SOCKETS>,
+    free: &mut TcpMask,
+    closing: &mut TcpMask,
     sockets: &mut SocketSet<'_>,
-) -> Option<SocketHandle> {
-    let h = match free.pop() {
-        Some(h) => h,
-        None => {
-            let i = closing
-                .iter()
-                .position(|&h| sockets.get::<tcp::Socket>(h).state() == tcp::State::TimeWait)?;
-            let h = closing.swap_remove(i);
-            sockets.get_mut::<tcp::Socket>(h).abort();
-            h
-        }
+) -> Option<(usize, SocketHandle)> {
+    let (i, h) = if *free != 0 {
+        let i = free.trailing_zeros() as usize;
+        let h = tcp_sockets(sockets).find(|&(j, _, _)| j == i)?.1;
+        *free &= !(1 << i);
+        (i, h)
+    } else {
+        let (i, h, _) = tcp_sockets(sockets)
+            .find(|&(i, _, s)| *closing & (1 << i) != 0 && s.state() == tcp::State::TimeWait)?;
+        *closing &= !(1 << i);
+        sockets.get_mut::<tcp::Socket>(h).abort();
+        (i, h)
     };
     let s = sockets.get_mut::<tcp::Socket>(h);
     s.set_nagle_enabled(true);
     s.set_keep_alive(None);
     s.set_timeout(None);
     s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(10)));
-    Some(h)
+    Some((i, h))
 }
 
 #[cfg(all(test, feature = "std"))]

@@ -10,7 +10,7 @@ use smoltcp::socket::{dns, tcp, udp};
 use smoltcp::wire::{DnsQueryType, IpAddress, IpEndpoint, IpListenEndpoint};
 
 use super::fd::{Common, Fd, TcpFd, TcpState, UdpFd, MAX_BACKLOG};
-use super::{Inner, Stack};
+use super::{tcp_index, tcp_sockets, Inner, Stack};
 use crate::error::{Error, Result};
 use crate::netlink::{ConnectMode, ConnectParams, IpMode, Netlinker, NotifyFn};
 use crate::phy::Link;
@@ -164,7 +164,8 @@ impl<'a, L: Link, const FDS: usize, const RAW: usize> Inner<'a, L, FDS, RAW> {
         if u.common.shut_rd {
             return Attempt::Done(Ok((
                 0,
-                u.peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                u.peer
+                    .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), SocketAddr::V4),
             )));
         }
         let s = sockets.get_mut::<udp::Socket>(u.handle);
@@ -173,7 +174,7 @@ impl<'a, L: Link, const FDS: usize, const RAW: usize> Inner<'a, L, FDS, RAW> {
                 Ok((d, m)) => (d, to_std(m.endpoint)),
                 Err(_) => return Attempt::PENDING,
             };
-            if u.peer.is_some_and(|p| p != from) {
+            if u.peer.is_some_and(|p| SocketAddr::V4(p) != from) {
                 // Connected UDP sockets only see their peer's datagrams.
                 let _ = s.recv();
                 continue;
@@ -255,9 +256,8 @@ impl<'a, L: Link, const FDS: usize, const RAW: usize> Inner<'a, L, FDS, RAW> {
         }
         match &t.state {
             TcpState::Listening { backlog, .. } => {
-                if backlog
-                    .iter()
-                    .any(|&h| is_pending_conn(sockets.get::<tcp::Socket>(h).state()))
+                if tcp_sockets(sockets)
+                    .any(|(i, _, s)| *backlog & (1 << i) != 0 && is_pending_conn(s.state()))
                 {
                     ev |= Events::READABLE;
                 }
@@ -409,14 +409,11 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Socket
                             common: Common::new(proto),
                             handle: Some(h),
                             state: TcpState::Idle { bound: None },
-                            host: heapless::String::new(),
                         }))
-                        .inspect_err(|_| {
-                            let _ = g.tcp_free.push(h);
-                        })
+                        .inspect_err(|_| g.untake_tcp(h))
                 }
                 Protocol::Udp => {
-                    let h = g.udp_free.pop().ok_or(Error::NoMoreSockets)?;
+                    let h = g.take_udp().ok_or(Error::NoMoreSockets)?;
                     g.fds
                         .insert(Fd::Udp(UdpFd {
                             common: Common::new(proto),
@@ -424,9 +421,7 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Socket
                             bound: None,
                             peer: None,
                         }))
-                        .inspect_err(|_| {
-                            let _ = g.udp_free.push(h);
-                        })
+                        .inspect_err(|_| g.release_udp(h))
                 }
             }
         })
@@ -476,7 +471,7 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Socket
                     g.udp_bind(fd, 0)?;
                 }
                 if let Fd::Udp(u) = g.fds.get_mut(fd)? {
-                    u.peer = Some(SocketAddr::V4(addr));
+                    u.peer = Some(addr);
                 }
                 Ok(())
             });
@@ -515,15 +510,9 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Socket
                     tcp::ConnectError::InvalidState => Error::AlreadyConnected,
                     tcp::ConnectError::Unaddressable => Error::AddrNotAvailable,
                 })?;
-            t.host.clear();
-            if let Some(hn) = host {
-                // Names longer than the buffer are kept cut; TLS rejects them later.
-                for c in hn.chars() {
-                    if t.host.push(c).is_err() {
-                        break;
-                    }
-                }
-            }
+            // `host` matters only to TLS (SNI, certificate names), which
+            // this stack does not do: `SoftTls` keeps it above the stack.
+            let _ = host;
             t.common.error = None;
             t.state = TcpState::Connecting;
             Ok(true)
@@ -543,7 +532,7 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Socket
                 Fd::Tcp(t) => t,
                 Fd::Udp(_) => return Err(Error::NotSupported),
             };
-            let wanted = backlog.clamp(1, MAX_BACKLOG);
+            let wanted = backlog.clamp(1, MAX_BACKLOG) as u8;
             let bound = match &mut t.state {
                 TcpState::Listening { wanted: w, .. } => {
                     *w = wanted;
@@ -571,13 +560,15 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Socket
                     tcp::ListenError::Unaddressable => Error::AddrNotAvailable,
                 });
             }
-            let mut q = heapless::Vec::new();
-            let _ = q.push(h);
+            let Some(i) = tcp_index(&g.sockets, h) else {
+                g.tcp(fd)?.handle = Some(h);
+                return Err(Error::InvalidArgument);
+            };
             let common = g.tcp(fd)?.common;
             Self::apply_tcp_opts(g.sockets.get_mut::<tcp::Socket>(h), &common);
             g.tcp(fd)?.state = TcpState::Listening {
                 port,
-                backlog: q,
+                backlog: 1 << i,
                 wanted,
             };
             // The rest of the backlog is filled by housekeeping (now and as the pool frees up).
@@ -606,13 +597,12 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Socket
                         common,
                         ..
                     })) => {
-                        let Some(i) = backlog
-                            .iter()
-                            .position(|&h| is_pending_conn(sockets.get::<tcp::Socket>(h).state()))
-                        else {
+                        let Some((i, h, _)) = tcp_sockets(sockets).find(|&(i, _, s)| {
+                            *backlog & (1 << i) != 0 && is_pending_conn(s.state())
+                        }) else {
                             return Attempt::PENDING;
                         };
-                        (*common, i, backlog[i])
+                        (*common, i, h)
                     }
                     Ok(_) => return Attempt::Done(Err(Error::InvalidArgument)),
                     Err(e) => return Attempt::Done(Err(e)),
@@ -630,7 +620,7 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Socket
                     ..
                 })) = fds.get_mut(fd)
                 {
-                    backlog.swap_remove(idx);
+                    *backlog &= !(1 << idx);
                 }
                 let c = common.inherit();
                 let new = fds.insert(Fd::Tcp(TcpFd {
@@ -640,7 +630,6 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Socket
                         eof: false,
                         reset_reported: false,
                     },
-                    host: heapless::String::new(),
                 }));
                 g.housekeeping();
                 Attempt::Done(new.map(|n| (n, peer)))
@@ -652,7 +641,10 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Socket
         check_send_flags(flags)?;
         let peer = self.with(|g| match g.fds.get(fd)? {
             Fd::Tcp(_) => Ok(None),
-            Fd::Udp(u) => u.peer.map(Some).ok_or(Error::NotConnected),
+            Fd::Udp(u) => u
+                .peer
+                .map(|p| Some(SocketAddr::V4(p)))
+                .ok_or(Error::NotConnected),
         })?;
         match peer {
             Some(p) => self.send_to(fd, buf, flags, p, deadline),
@@ -758,13 +750,17 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Socket
             match g.fds.remove(fd)? {
                 Fd::Udp(u) => {
                     g.sockets.get_mut::<udp::Socket>(u.handle).close();
-                    let _ = g.udp_free.push(u.handle);
+                    g.release_udp(u.handle);
                     Ok(None)
                 }
                 Fd::Tcp(t) => match t.state {
                     TcpState::Listening { backlog, .. } => {
                         // Pending connections nobody accepted are reset, as on Linux.
-                        for h in backlog {
+                        let pending: heapless::Vec<_, MAX_BACKLOG> = tcp_sockets(&g.sockets)
+                            .filter(|&(i, _, _)| backlog & (1 << i) != 0)
+                            .map(|(_, h, _)| h)
+                            .collect();
+                        for h in pending {
                             g.release_tcp(h, false);
                         }
                         Ok(None)
@@ -800,7 +796,7 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Socket
                                 | tcp::State::Closed
                                 | tcp::State::Closing
                         );
-                    if done || !g.tcp_closing.contains(&h) {
+                    if done || !g.tcp_is_closing(h) {
                         Attempt::Done(Ok(()))
                     } else {
                         Attempt::PENDING
@@ -885,7 +881,7 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Socket
 
     fn peer_addr(&self, fd: Sockfd) -> Result<SocketAddr> {
         self.with(|g| match g.fds.get(fd)? {
-            Fd::Udp(u) => u.peer.ok_or(Error::NotConnected),
+            Fd::Udp(u) => u.peer.map(SocketAddr::V4).ok_or(Error::NotConnected),
             Fd::Tcp(t) => match (&t.state, t.handle) {
                 (TcpState::Connected { .. } | TcpState::Connecting, Some(h)) => g
                     .sockets
