@@ -1,7 +1,9 @@
 //! ESP-AT: a TCP transfer through the driver and the emulated chip, each way,
-//! with payload throughput on a simulated UART (115200 baud and 3 Mbaud,
-//! 8N1 = 10 bits per byte) computed from the bus counters, and the share of
-//! UART bytes that were payload.
+//! and an echo (the peer sends while the device sends everything back: both
+//! directions at once, as the `tcpecho` example does), with payload
+//! throughput on a simulated UART (115200 baud and 3 Mbaud, 8N1 = 10 bits
+//! per byte) computed from the bus counters, and the share of UART bytes
+//! that were payload. The echo counts both directions as payload.
 //!
 //! `cargo bench --bench espat` (size: `ESPAT_BENCH_BYTES`, default 2 MiB).
 //! The peer is a std::net socket on 127.0.0.1; the device is 127.0.0.3.
@@ -155,6 +157,70 @@ fn download(dev: &Dev, emu: &EspAtEmu, size: usize) {
     report("  download (peer -> device)", s, wall);
 }
 
+fn echo(dev: &Dev, emu: &EspAtEmu, size: usize) {
+    let l = TcpListener::bind((PEER, 0)).unwrap();
+    let addr: SocketAddr = l.local_addr().unwrap();
+    let peer = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut w = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let data: Vec<u8> = (0..size).map(|i| (i * 13 + 5) as u8).collect();
+            w.write_all(&data).unwrap();
+        });
+        let mut r = s;
+        let mut buf = vec![0u8; 65536];
+        let mut got = 0usize;
+        while got < size {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => {
+                    let ok = buf[..k]
+                        .iter()
+                        .enumerate()
+                        .all(|(j, &b)| b == ((got + j) * 13 + 5) as u8);
+                    assert!(ok, "the echo is intact");
+                    got += k;
+                }
+            }
+        }
+        writer.join().unwrap();
+        got
+    });
+    let fd = dev
+        .socket(AddressFamily::Inet, SockType::Stream, Protocol::Tcp)
+        .unwrap();
+    dev.connect(
+        fd,
+        None,
+        addr,
+        Deadline::after(dev.now(), Duration::from_secs(5)),
+    )
+    .unwrap();
+    let before = emu.bus().snapshot();
+    let t0 = Instant::now();
+    let deadline = Deadline::after(dev.now(), Duration::from_secs(600));
+    let mut buf = vec![0u8; 16384];
+    let mut n = 0usize;
+    while n < size {
+        let k = dev
+            .recv(fd, &mut buf, MsgFlags::NONE, deadline)
+            .expect("recv");
+        assert!(k > 0, "the peer closed early");
+        let mut rest = &buf[..k];
+        while !rest.is_empty() {
+            let m = dev.send(fd, rest, MsgFlags::NONE, deadline).expect("send");
+            rest = &rest[m..];
+        }
+        n += k;
+    }
+    let got = peer.join().unwrap();
+    let wall = t0.elapsed();
+    let s = emu.bus().snapshot().since(&before);
+    dev.close(fd).unwrap();
+    assert_eq!(got, size, "the peer got everything back");
+    report("  echo     (peer -> device -> peer)", s, wall);
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this too.
     let quick =
@@ -172,5 +238,6 @@ fn main() {
         let (dev, emu) = setup(max_send);
         upload(&dev, &emu, size);
         download(&dev, &emu, size);
+        echo(&dev, &emu, size);
     }
 }

@@ -1016,6 +1016,77 @@ fn blocked_recv_does_not_block_other_sockets() {
     });
 }
 
+/// The chip announces its passive buffer once (`+IPD,<link>,<total>`) and
+/// not again until it is read: data that arrives in between is never
+/// announced. A read that comes back full is followed by another read, not
+/// by a wait for an `+IPD` that never comes (the `AT+CIPRECVLEN?` fallback is
+/// off here, so a stranded byte would fail the test). Also what the chip says
+/// when a second `+IPD` rides inside the read's reply.
+#[test]
+fn unannounced_data_after_a_full_read_is_fetched() {
+    bounded("unannounced", 60 * SEC, || {
+        let rig = Rig::new(
+            emu_config(),
+            Config {
+                recvlen_interval: None,
+                ..test_driver_config()
+            },
+        );
+        rig.dev.net_connect(&params()).expect("net_connect");
+        let dev = &rig.dev;
+        let (l, a) = peer_listener();
+        let fd = tcp(dev);
+        dev.connect(fd, None, a, dl(dev, 5 * SEC)).unwrap();
+        let (mut peer, _) = l.accept().unwrap();
+        let link = rig
+            .emu
+            .commands()
+            .iter()
+            .rev()
+            .find_map(|c| {
+                c.strip_prefix("AT+CIPSTART=")?
+                    .split(',')
+                    .next()?
+                    .parse::<u8>()
+                    .ok()
+            })
+            .expect("the connect's link");
+        let full = netdever::offload::espat::RX_BUF;
+        for round in 0..3u64 {
+            let first = pattern(10 + round, full);
+            peer.write_all(&first).unwrap();
+            // The +IPD for `first` has arrived...
+            let mut pf = [PollFd::new(fd, Events::READABLE)];
+            assert_eq!(dev.poll(&mut pf, dl(dev, 5 * SEC)), Ok(1));
+            // ...and more comes while it is outstanding: not announced.
+            let second = pattern(20 + round, 1000);
+            peer.write_all(&second).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            if round == 2 {
+                // A chip that announces what is left right after a read.
+                rig.emu
+                    .inject_in_next_reply(format!("\r\n+IPD,{link},1000\r\n").as_bytes());
+            }
+            let want: Vec<u8> = first.iter().chain(&second).copied().collect();
+            let d = dl(dev, 5 * SEC);
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 4096];
+            while got.len() < want.len() {
+                match dev.recv(fd, &mut buf, MsgFlags::NONE, d) {
+                    Ok(k) if k > 0 => got.extend_from_slice(&buf[..k]),
+                    r => panic!(
+                        "round {round}: {r:?} after {} of {} bytes",
+                        got.len(),
+                        want.len()
+                    ),
+                }
+            }
+            assert_eq!(got, want, "round {round}");
+        }
+        dev.close(fd).unwrap();
+    });
+}
+
 #[test]
 fn send_to_a_peer_that_does_not_read_times_out() {
     bounded("send timeout", 120 * SEC, || {

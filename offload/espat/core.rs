@@ -139,7 +139,12 @@ pub(crate) struct Link {
     pub owner: Owner,
     pub remote: Option<SocketAddrV4>,
     pub local_port: u16,
-    /// Bytes the chip holds for this link (passive `+IPD`).
+    /// Bytes the chip holds for this link, as far as the driver knows: the
+    /// last passive `+IPD`'s total, less what was fetched since. `+IPD`
+    /// reports the whole buffer, but only once until the next
+    /// `AT+CIPRECVDATA` (data arriving in between is not announced), so
+    /// this is a lower bound: a fetch that comes back full leaves it at
+    /// least 1 (see `Core::finish`).
     pub pending: usize,
     pub server: bool,
     /// Close with a reset (`SO_LINGER` 0) when the driver closes it.
@@ -174,6 +179,8 @@ pub(crate) enum Kind {
         fd: Sockfd,
         requested: usize,
         got: usize,
+        /// An `+IPD` for `link` arrived while this read was in flight.
+        raced: bool,
     },
     Close {
         link: u8,
@@ -414,20 +421,38 @@ impl Core {
                     }
                 }
             }
+            // What the chip still holds after a read. An `+IPD` that came
+            // while the read was in flight already counts what is left (the
+            // chip reports its whole buffer, and a read lets it report
+            // again): keep it. (Had the chip sent it before doing the read,
+            // it over-counts by `got`: one more read, which comes back short
+            // or `ERROR`, settles it. Subtracting instead would under-count
+            // and strand data the chip never announces again.)
+            (Kind::RecvData { raced: true, .. }, Outcome::Ok | Outcome::Error) => {}
             (
                 Kind::RecvData {
                     link,
+                    fd,
                     requested,
                     got,
                     ..
                 },
                 Outcome::Ok,
             ) => {
+                let udp = self.fds.get(fd).is_ok_and(|s| s.udp);
                 let l = &mut self.links[link as usize];
-                l.pending = if got < requested {
+                l.pending = if udp {
+                    // One datagram per read; the total may count more.
+                    l.pending.saturating_sub(got)
+                } else if got < requested {
+                    // The buffer is empty; what comes next is announced.
                     0
                 } else {
-                    l.pending.saturating_sub(got)
+                    // The buffer held at least `requested`, and data that
+                    // arrived after the last `+IPD` is not announced until
+                    // it is read: ask again rather than wait for an `+IPD`
+                    // that may never come.
+                    l.pending.saturating_sub(got).max(1)
                 };
             }
             (Kind::RecvData { link, .. }, Outcome::Error) => {
@@ -707,6 +732,16 @@ impl Sink for Core {
                     link.pending = len;
                     self.changed = true;
                 }
+                if let Some(Cmd {
+                    kind: Kind::RecvData { link, raced, .. },
+                    outcome: None,
+                    ..
+                }) = self.cmd.as_mut()
+                {
+                    if *link == id {
+                        *raced = true;
+                    }
+                }
                 return;
             }
         }
@@ -893,4 +928,112 @@ pub(crate) fn parse_cipstate(line: &[u8]) -> Option<(u8, SocketAddrV4, u16)> {
         return None;
     }
     Some((id as u8, SocketAddrV4::new(ip, rport as u16), lport as u16))
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::super::parser::Parser;
+    use super::*;
+    use std::vec::Vec;
+
+    /// A core with a connected TCP socket on link 4 and `AT+CIPRECVDATA=4,2048`
+    /// in flight, the chip having announced `pending` bytes.
+    fn reading(pending: usize) -> Core {
+        let mut c = Core::new();
+        let mut s = Sock::new(Protocol::Tcp);
+        s.phase = Phase::Connected;
+        s.link = Some(4);
+        let fd = c.fds.insert(s).unwrap();
+        c.links[4] = Link {
+            state: LinkState::Open,
+            owner: Owner::Fd(fd),
+            pending,
+            ..Link::FREE
+        };
+        let mut text = heapless::String::new();
+        text.push_str("AT+CIPRECVDATA=4,2048").unwrap();
+        c.cmd = Some(Cmd {
+            text,
+            kind: Kind::RecvData {
+                link: 4,
+                fd,
+                requested: 2048,
+                got: 0,
+                raced: false,
+            },
+            phase: CmdPhase::Result,
+            outcome: None,
+            lines: heapless::Vec::new(),
+            busy_at: None,
+            expires: Instant::ZERO,
+            abandoned: false,
+        });
+        c
+    }
+
+    fn reply(n: usize, inside: &[u8]) -> Vec<u8> {
+        let mut v = std::format!("+CIPRECVDATA:{n},").into_bytes();
+        v.extend(core::iter::repeat_n(b'x', n));
+        v.extend_from_slice(inside);
+        v.extend_from_slice(b"\r\nOK\r\n");
+        v
+    }
+
+    /// What the driver believes the chip still holds after `bytes`, fed
+    /// one byte at a time and all at once (the same either way).
+    fn pending_after(pending: usize, bytes: &[u8]) -> usize {
+        let mut seen = Vec::new();
+        for split in [1, bytes.len()] {
+            let mut c = reading(pending);
+            let mut p = Parser::new();
+            for chunk in bytes.chunks(split) {
+                p.feed(chunk, &mut c);
+            }
+            assert!(c.cmd.as_ref().is_some_and(|c| c.outcome.is_some()));
+            seen.push(c.links[4].pending);
+        }
+        assert_eq!(seen[0], seen[1]);
+        seen[0]
+    }
+
+    #[test]
+    fn a_read_that_comes_back_short_empties_the_count() {
+        assert_eq!(pending_after(1500, &reply(1500, b"")), 0);
+    }
+
+    #[test]
+    fn a_full_read_leaves_the_count_at_least_one() {
+        // Data that arrived after the `+IPD` is not announced before it is
+        // read: the count may be short, so ask again.
+        assert_eq!(pending_after(2048, &reply(2048, b"")), 1);
+        assert_eq!(pending_after(5000, &reply(2048, b"")), 2952);
+    }
+
+    #[test]
+    fn an_ipd_during_the_read_is_what_is_left() {
+        // Before the reply (the chip did the read, then announced what came in).
+        let mut v = b"+IPD,4,1000\r\n".to_vec();
+        v.extend(reply(2048, b""));
+        assert_eq!(pending_after(2048, &v), 1000);
+        // Inside the reply, after a short read.
+        assert_eq!(
+            pending_after(1500, &reply(1500, b"\r\n+IPD,4,700\r\n")),
+            700
+        );
+        // Another link's +IPD changes nothing for this one.
+        assert_eq!(pending_after(1500, &reply(1500, b"\r\n+IPD,3,700\r\n")), 0);
+        // An ERROR read with an +IPD in flight keeps the announced count.
+        assert_eq!(pending_after(1, b"+IPD,4,64\r\n\r\nERROR\r\n"), 64);
+        assert_eq!(pending_after(1, b"\r\nERROR\r\n"), 0);
+    }
+
+    #[test]
+    fn an_ipd_after_the_reply_sets_the_count() {
+        let mut v = reply(2048, b"");
+        v.extend_from_slice(b"+IPD,4,300\r\n");
+        let mut c = reading(2048);
+        Parser::new().feed(&v, &mut c);
+        assert_eq!(c.links[4].pending, 300);
+    }
 }

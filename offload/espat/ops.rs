@@ -285,6 +285,7 @@ where
                     fd,
                     requested: n,
                     got: 0,
+                    raced: false,
                 };
                 self.run(&t, &text, kind, self.cfg.cmd_timeout, Deadline::Never)
                     .map(|_| ())
@@ -519,7 +520,7 @@ where
             Blocking::No(_) => Deadline::Never,
         };
         let keepalive = if st.keep_alive {
-            st.keep_interval.as_secs().clamp(1, 7200)
+            st.keep_interval().as_secs().clamp(1, 7200)
         } else {
             0
         };
@@ -1346,7 +1347,7 @@ where
         let work = self.with(|g| {
             let c = &mut g.core;
             let s = c.fds.remove(fd)?;
-            let hard = s.st.linger == Some(Duration::ZERO);
+            let hard = s.st.linger() == Some(Duration::ZERO);
             let mut work = false;
             if let Some(l) = s.link {
                 let link = &mut c.links[l as usize];
