@@ -22,18 +22,18 @@
 //! from the emulated AP's DNS table, which holds the peer's records.
 #![cfg(all(feature = "std", feature = "esp-at", feature = "tap"))]
 
-mod support;
 #[macro_use]
 mod conformance;
 #[path = "espat_support.rs"]
 mod espat_support;
+use espat_support::support;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use conformance::{Fixture, KernelPeer};
-use espat_support::{emu_config, in_netns, params, test_driver_config, Dev, Netns, Rig, PEER_IP};
+use espat_support::{emu_config, netns, params, test_driver_config, Dev, Rig, PEER_IP};
 use netdever::Netlinker;
 
 /// Names the emulated AP's DNS knows.
@@ -45,8 +45,8 @@ const RECORDS: &[(&str, Ipv4Addr)] = &[
 /// The driver on a fresh emulator, joined; the peer on loopback; both in a
 /// fresh namespace when possible.
 fn fixture() -> Option<Fixture<Arc<Dev>, KernelPeer>> {
-    let ns = Netns::new();
-    let name = ns.as_ref().map(|n| n.name.clone());
+    let ns = netns();
+    let name = ns.as_ref().map(|n| n.name().to_string());
     let make = || {
         let mut cfg = emu_config();
         cfg.dns = RECORDS.iter().map(|(n, a)| (n.to_string(), *a)).collect();
@@ -59,7 +59,7 @@ fn fixture() -> Option<Fixture<Arc<Dev>, KernelPeer>> {
     };
     // The emulator's threads (and so its host sockets) live where it starts.
     let rig = match &name {
-        Some(n) => in_netns(n, make).expect("start the emulator in the namespace"),
+        Some(n) => support::in_netns(n, make).expect("start the emulator in the namespace"),
         None => make(),
     };
     rig.dev.net_connect(&params()).expect("net_connect");

@@ -1,6 +1,7 @@
-//! Helpers shared by the ESP-AT tests (`#[path] mod espat_support;`):
-//! a raw AT client on the emulator's serial line, and the standard rig of
-//! driver + emulator + loopback peers. Everything waits with a bound.
+//! Helpers shared by the ESP-AT tests (`#[path] mod espat_support;`): a raw
+//! AT client on the emulator's serial line, and the standard rig of driver +
+//! emulator + loopback peers. Everything waits with a bound. Network
+//! namespaces come from the helpers all tests share (`tests/support`).
 #![allow(dead_code)]
 #![cfg(all(feature = "std", feature = "esp-at", feature = "tap"))]
 
@@ -13,6 +14,12 @@ use netdever::offload::espat::{Config, EspAt};
 use netdever::platform::{Platform, StdPlatform};
 use netdever::{ConnectParams, Netlinker};
 use netdever_emu::espat::{EspAtConfig, EspAtEmu, EspAtSerial};
+
+/// The helpers every test shares (the ESP-AT tests reach them from here,
+/// so the file is compiled once per test).
+#[allow(unused_imports)]
+#[path = "support/mod.rs"]
+pub mod support;
 
 /// Where the device lives on loopback.
 pub const DEV_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
@@ -191,14 +198,16 @@ pub fn bounded<T: Send + 'static>(
     limit: Duration,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    let ns = Netns::new();
-    let name = ns.as_ref().map(|n| n.name.clone());
+    let ns = netns();
+    let name = ns.as_ref().map(|n| n.name().to_string());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let r = match name {
-            Some(n) => in_netns(&n, f),
-            None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)),
-        };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || match name {
+            Some(n) => {
+                support::in_netns(&n, f).unwrap_or_else(|e| panic!("entering namespace {n}: {e}"))
+            }
+            None => f(),
+        }));
         let _ = tx.send(r);
     });
     let r = rx.recv_timeout(limit);
@@ -210,98 +219,15 @@ pub fn bounded<T: Send + 'static>(
     }
 }
 
-/// A network namespace `ndv-espat-<pid>-<n>` with its loopback up, deleted
-/// on drop (threads still inside keep it alive until they end).
-pub struct Netns {
-    pub name: String,
-}
-
-static NETNS_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-static NETNS_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Run a command, bounded to 20 s; whether it succeeded.
-fn run_ip(args: &[&str]) -> bool {
-    let Ok(mut child) = std::process::Command::new("ip")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-    else {
-        return false;
-    };
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        match child.try_wait() {
-            Ok(Some(st)) => return st.success(),
-            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-        }
+/// A fresh network namespace `ndv-espat-<pid>-<n>` with its loopback up
+/// (`support::Netns`: deleted on drop; threads still inside keep it alive
+/// until they end), or `None` when this machine cannot make one (not root,
+/// or no `ip` tool) and the tests run on the host's loopback.
+pub fn netns() -> Option<support::Netns> {
+    if !support::is_root() || support::find_program("ip").is_none() {
+        return None;
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
+    support::Netns::new("espat")
+        .map_err(|e| eprintln!("warning: no network namespace, using the host's loopback: {e}"))
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
-
-impl Netns {
-    /// A fresh namespace, or `None` when this machine cannot make one.
-    pub fn new() -> Option<Netns> {
-        if !is_root() {
-            return None;
-        }
-        let n = NETNS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let name = format!("ndv-espat-{}-{n}", std::process::id());
-        let _g = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        if !run_ip(&["netns", "add", &name]) {
-            return None;
-        }
-        let ns = Netns { name };
-        if !run_ip(&["-n", &ns.name, "link", "set", "lo", "up"]) {
-            return None;
-        }
-        Some(ns)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _g = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        if !run_ip(&["netns", "del", &self.name]) {
-            eprintln!("warning: could not delete network namespace {}", self.name);
-        }
-    }
-}
-
-/// Run `f` on a new thread that entered namespace `ns` (threads it spawns
-/// stay there; sockets made there belong to `ns`). Panics come back as `Err`.
-pub fn in_netns<R: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> R + Send + 'static,
-) -> std::thread::Result<R> {
-    use std::os::fd::AsRawFd;
-    let path = format!("/run/netns/{ns}");
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) => return Err(Box::new(format!("{path}: {e}"))),
-    };
-    std::thread::spawn(move || {
-        // SAFETY: a plain syscall on a valid, open fd; affects only this thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        drop(file);
-        f()
-    })
-    .join()
 }

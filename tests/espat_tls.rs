@@ -11,8 +11,7 @@
 
 #[path = "espat_support.rs"]
 mod espat_support;
-#[allow(unused_imports)] // (its namespace helpers are not used here)
-mod support;
+use espat_support::support;
 #[path = "support/tlsca.rs"]
 mod tlsca;
 
