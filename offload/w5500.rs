@@ -963,7 +963,7 @@ impl<SPI: SpiDevice> Inner<SPI> {
 
     fn apply_keepalive(&mut self, sn: u8, c: &SockState) -> Result<()> {
         let v = if c.keep_alive {
-            c.keep_interval.as_secs().div_ceil(5).clamp(1, 255) as u8
+            c.keep_interval().as_secs().div_ceil(5).clamp(1, 255) as u8
         } else {
             0
         };
@@ -1826,7 +1826,7 @@ impl<SPI: SpiDevice + Send, P: Platform> Socketer for W5500Offload<SPI, P> {
     fn close(&self, fd: Sockfd) -> Result<()> {
         let linger = self.with(|g| -> Result<Option<(u8, Duration)>> {
             let now = self.platform.now();
-            let linger = g.fds.get(fd)?.common().linger;
+            let linger = g.fds.get(fd)?.common().linger();
             match g.fds.remove(fd)? {
                 Fd::Udp(u) => {
                     if let Some(sn) = u.hw {

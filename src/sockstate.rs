@@ -4,6 +4,18 @@
 //!
 //! Backends embed a [`SockState`] in their fd-table entries and let it
 //! answer the options it owns, handling only protocol options themselves.
+//!
+//! # Why the durations are kept in microseconds
+//!
+//! Every fd slot of every backend carries one `SockState`, so its size is
+//! paid once per fd whether the socket uses the options or not. A
+//! `core::time::Duration` is 16 bytes (an `Option` of one too); the four
+//! durations (two timeouts, linger, keep-alive interval) are stored as `u64`
+//! microseconds instead — the resolution of the crate's clock
+//! ([`Instant`]) — which halves the struct (80 to 48 bytes). They are read
+//! through accessors that give `Duration`s back; a value is kept to the
+//! microsecond (finer parts are rounded up, so a non-zero time never turns
+//! into zero) and saturates at `u64::MAX - 1` µs, about 584,000 years.
 
 use core::time::Duration;
 
@@ -28,20 +40,20 @@ pub struct SockState {
     pub proto: Protocol,
     /// `O_NONBLOCK`.
     pub nonblocking: bool,
-    /// `SO_RCVTIMEO`.
-    pub recv_timeout: Option<Duration>,
-    /// `SO_SNDTIMEO`.
-    pub send_timeout: Option<Duration>,
-    /// `SO_LINGER`.
-    pub linger: Option<Duration>,
+    /// `SO_RCVTIMEO` in µs, 0: none (see [`Self::recv_timeout`]).
+    recv_timeout: u64,
+    /// `SO_SNDTIMEO` in µs, 0: none (see [`Self::send_timeout`]).
+    send_timeout: u64,
+    /// `SO_LINGER` in µs, `NO_LINGER`: off (see [`Self::linger`]).
+    linger: u64,
     /// `SO_REUSEADDR`.
     pub reuse_addr: bool,
     /// `SO_BROADCAST`.
     pub broadcast: bool,
     /// `SO_KEEPALIVE`.
     pub keep_alive: bool,
-    /// `TCP_KEEPINTVL`.
-    pub keep_interval: Duration,
+    /// `TCP_KEEPINTVL` in µs (see [`Self::keep_interval`]).
+    keep_interval: u64,
     /// `TCP_NODELAY`.
     pub no_delay: bool,
     /// Error to report through `SO_ERROR` (and `poll`'s `ERROR`).
@@ -52,19 +64,37 @@ pub struct SockState {
     pub shut_wr: bool,
 }
 
+/// `SockState::linger` when `SO_LINGER` is off.
+const NO_LINGER: u64 = u64::MAX;
+
+/// A duration in µs: rounded up to the microsecond, at most `NO_LINGER - 1`.
+fn micros(d: Duration) -> u64 {
+    let us = d.as_micros() + u128::from(d.subsec_nanos() % 1000 != 0);
+    us.min(u128::from(NO_LINGER - 1)) as u64
+}
+
+/// An optional timeout in µs, 0 for none (a zero timeout means none too).
+fn timeout_micros(t: Option<Duration>) -> u64 {
+    t.map_or(0, micros)
+}
+
+fn timeout_of(us: u64) -> Option<Duration> {
+    (us != 0).then(|| Duration::from_micros(us))
+}
+
 impl SockState {
     /// Defaults for a new socket.
     pub fn new(proto: Protocol) -> Self {
         SockState {
             proto,
             nonblocking: false,
-            recv_timeout: None,
-            send_timeout: None,
-            linger: None,
+            recv_timeout: 0,
+            send_timeout: 0,
+            linger: NO_LINGER,
             reuse_addr: false,
             broadcast: false,
             keep_alive: false,
-            keep_interval: Duration::from_secs(75),
+            keep_interval: 75_000_000,
             no_delay: false,
             error: None,
             shut_rd: false,
@@ -86,6 +116,27 @@ impl SockState {
         }
     }
 
+    /// `SO_RCVTIMEO`: how long a receive may block (`None`: forever).
+    pub fn recv_timeout(&self) -> Option<Duration> {
+        timeout_of(self.recv_timeout)
+    }
+
+    /// `SO_SNDTIMEO`: how long a send or connect may block (`None`: forever).
+    pub fn send_timeout(&self) -> Option<Duration> {
+        timeout_of(self.send_timeout)
+    }
+
+    /// `SO_LINGER`: `None` closes in the background, `Some(ZERO)` resets,
+    /// `Some(d)` makes `close` wait up to `d` for the data to be acknowledged.
+    pub fn linger(&self) -> Option<Duration> {
+        (self.linger != NO_LINGER).then(|| Duration::from_micros(self.linger))
+    }
+
+    /// `TCP_KEEPINTVL`: time between keep-alive probes.
+    pub fn keep_interval(&self) -> Duration {
+        Duration::from_micros(self.keep_interval)
+    }
+
     fn is_stream(&self) -> bool {
         matches!(self.proto, Protocol::Tcp | Protocol::Tls)
     }
@@ -105,8 +156,8 @@ impl SockState {
             return Blocking::No(nb_error);
         }
         let timeout = match side {
-            Side::Recv => self.recv_timeout,
-            Side::Send => self.send_timeout,
+            Side::Recv => self.recv_timeout(),
+            Side::Send => self.send_timeout(),
         };
         Blocking::Until(deadline.with_timeout(now, timeout))
     }
@@ -118,17 +169,17 @@ impl SockState {
         let stream = self.is_stream();
         match opt {
             SockOpt::NonBlocking(b) => self.nonblocking = b,
-            SockOpt::RecvTimeout(t) => self.recv_timeout = t.filter(|d| !d.is_zero()),
-            SockOpt::SendTimeout(t) => self.send_timeout = t.filter(|d| !d.is_zero()),
+            SockOpt::RecvTimeout(t) => self.recv_timeout = timeout_micros(t),
+            SockOpt::SendTimeout(t) => self.send_timeout = timeout_micros(t),
             SockOpt::ReuseAddr(b) => self.reuse_addr = b,
             SockOpt::Broadcast(b) if !stream => self.broadcast = b,
-            SockOpt::Linger(l) if stream => self.linger = l,
+            SockOpt::Linger(l) if stream => self.linger = l.map_or(NO_LINGER, micros),
             SockOpt::KeepAlive(b) if stream => self.keep_alive = b,
             SockOpt::KeepInterval(d) if stream => {
                 if d.is_zero() {
                     return Err(Error::InvalidArgument);
                 }
-                self.keep_interval = d;
+                self.keep_interval = micros(d);
             }
             SockOpt::NoDelay(b) if stream => self.no_delay = b,
             SockOpt::SocketError(_) => return Err(Error::InvalidArgument),
@@ -142,14 +193,14 @@ impl SockState {
         let stream = self.is_stream();
         Ok(match name {
             SockOptName::NonBlocking => SockOpt::NonBlocking(self.nonblocking),
-            SockOptName::RecvTimeout => SockOpt::RecvTimeout(self.recv_timeout),
-            SockOptName::SendTimeout => SockOpt::SendTimeout(self.send_timeout),
+            SockOptName::RecvTimeout => SockOpt::RecvTimeout(self.recv_timeout()),
+            SockOptName::SendTimeout => SockOpt::SendTimeout(self.send_timeout()),
             SockOptName::ReuseAddr => SockOpt::ReuseAddr(self.reuse_addr),
             SockOptName::SocketError => SockOpt::SocketError(self.error.take()),
             SockOptName::Broadcast if !stream => SockOpt::Broadcast(self.broadcast),
-            SockOptName::Linger if stream => SockOpt::Linger(self.linger),
+            SockOptName::Linger if stream => SockOpt::Linger(self.linger()),
             SockOptName::KeepAlive if stream => SockOpt::KeepAlive(self.keep_alive),
-            SockOptName::KeepInterval if stream => SockOpt::KeepInterval(self.keep_interval),
+            SockOptName::KeepInterval if stream => SockOpt::KeepInterval(self.keep_interval()),
             SockOptName::NoDelay if stream => SockOpt::NoDelay(self.no_delay),
             _ => return Err(Error::NotSupported),
         })
@@ -233,6 +284,29 @@ mod tests {
     }
 
     #[test]
+    fn durations_keep_their_microseconds() {
+        let mut s = SockState::new(Protocol::Tcp);
+        assert_eq!(s.get(SockOptName::Linger), Ok(SockOpt::Linger(None)));
+        assert_eq!(
+            s.get(SockOptName::KeepInterval),
+            Ok(SockOpt::KeepInterval(Duration::from_secs(75)))
+        );
+        s.set(SockOpt::Linger(Some(Duration::ZERO))).unwrap();
+        assert_eq!(s.linger(), Some(Duration::ZERO));
+        s.set(SockOpt::Linger(Some(Duration::MAX))).unwrap();
+        assert!(s.linger().is_some(), "a huge linger is not 'off'");
+        s.set(SockOpt::SendTimeout(Some(Duration::from_nanos(1))))
+            .unwrap();
+        assert_eq!(s.send_timeout(), Some(Duration::from_micros(1)));
+        s.set(SockOpt::RecvTimeout(Some(Duration::from_micros(1500))))
+            .unwrap();
+        assert_eq!(s.recv_timeout(), Some(Duration::from_micros(1500)));
+        s.set(SockOpt::KeepInterval(Duration::from_nanos(10)))
+            .unwrap();
+        assert_eq!(s.keep_interval(), Duration::from_micros(1));
+    }
+
+    #[test]
     fn address_and_flag_rules() {
         assert_eq!(
             check_send_flags(MsgFlags::PEEK),
@@ -271,7 +345,8 @@ mod tests {
             ),
             Blocking::No(Error::WouldBlock)
         );
-        s.recv_timeout = Some(Duration::from_millis(50));
+        s.set(SockOpt::RecvTimeout(Some(Duration::from_millis(50))))
+            .unwrap();
         assert_eq!(
             s.blocking(
                 MsgFlags::NONE,

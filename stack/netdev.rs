@@ -374,7 +374,7 @@ impl<'a, L: Link, P: Platform, const FDS: usize, const RAW: usize> Stack<'a, L, 
 
     fn apply_tcp_opts(s: &mut tcp::Socket<'_>, c: &Common) {
         s.set_nagle_enabled(!c.no_delay);
-        let iv = smoltcp::time::Duration::from_micros(c.keep_interval.as_micros() as u64);
+        let iv = smoltcp::time::Duration::from_micros(c.keep_interval().as_micros() as u64);
         if c.keep_alive {
             s.set_keep_alive(Some(iv));
             // Like Linux's 9 unanswered probes: then the connection is dead.
@@ -746,7 +746,7 @@ impl<'a, L: Link + Send, P: Platform, const FDS: usize, const RAW: usize> Socket
 
     fn close(&self, fd: Sockfd) -> Result<()> {
         let linger = self.with(|g| -> Result<Option<_>> {
-            let linger = g.fds.get(fd)?.common().linger;
+            let linger = g.fds.get(fd)?.common().linger();
             match g.fds.remove(fd)? {
                 Fd::Udp(u) => {
                     g.sockets.get_mut::<udp::Socket>(u.handle).close();

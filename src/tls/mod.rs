@@ -568,7 +568,7 @@ where
         // SNI carries DNS names only (RFC 6066); an IP literal is still
         // checked against the certificate's names.
         let sni = host.filter(|h| h.parse::<IpAddr>().is_err());
-        let send_timeout = self.lock_opts(slot, fd)?.send_timeout;
+        let send_timeout = self.lock_opts(slot, fd)?.send_timeout();
         let deadline = deadline.with_timeout(self.dev.now(), send_timeout);
 
         self.dev.connect(fd, host, addr, deadline)?;
