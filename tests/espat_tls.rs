@@ -131,6 +131,31 @@ fn emu_ssl_link_verifies_chain_and_name() {
             assert_eq!(r.exchange("AT+CIPSSLCCONF=3,0", b"OK\r\n"), b"\r\nOK\r\n");
             let start = format!("AT+CIPSTART=3,\"SSL\",\"127.0.0.1\",{}", evil.port());
             assert_eq!(r.exchange(&start, b"OK\r\n"), b"3,CONNECT\r\n\r\nOK\r\n");
+            // Passive receive: +IPD and AT+CIPRECVDATA count the plaintext,
+            // AT+CIPRECVLEN? the encrypted bytes (the manual's note: larger
+            // than the real data; a TLS 1.3 record adds at least 22 bytes).
+            assert_eq!(r.exchange("AT+CIPRECVMODE=1", b"OK\r\n"), b"\r\nOK\r\n");
+            assert_eq!(r.exchange("AT+CIPSEND=3,6", b">"), b"\r\nOK\r\n\r\n>");
+            r.raw(b"hello\n");
+            let mut got = r.until(b"SEND OK\r\n", S5);
+            if find(&got, b"+IPD,3,6\r\n").is_none() {
+                got.extend(r.until(b"+IPD,3,6\r\n", S5));
+            }
+            let len = String::from_utf8(r.exchange("AT+CIPRECVLEN?", b"OK\r\n")).unwrap();
+            let enc: usize = len
+                .strip_prefix("+CIPRECVLEN:,,,")
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{len:?}"));
+            assert!(enc >= 6 + 22, "{len:?}");
+            assert_eq!(
+                r.exchange("AT+CIPRECVDATA=3,100", b"OK\r\n"),
+                b"+CIPRECVDATA:6,olleh\n\r\nOK\r\n"
+            );
+            assert_eq!(
+                r.exchange("AT+CIPRECVLEN?", b"OK\r\n"),
+                b"+CIPRECVLEN:,,,0,\r\n\r\nOK\r\n"
+            );
             assert_eq!(
                 r.exchange("AT+CIPCLOSE=3", b"OK\r\n"),
                 b"3,CLOSED\r\n\r\nOK\r\n"

@@ -414,7 +414,7 @@ fn execute(shared: &Arc<Shared>, rx: &mpsc::Receiver<Job>, gen: u64, raw: &[u8])
                 .links
                 .iter()
                 .map(|l| match l {
-                    Some(l) => Link::buffered(&lock(&l.st)).to_string(),
+                    Some(l) => l.recv_len(&lock(&l.st)).to_string(),
                     None => String::new(),
                 })
                 .collect();
@@ -939,6 +939,18 @@ fn ciprecvdata(shared: &Arc<Shared>, gen: u64, a: &[Arg]) -> Reply {
         let r = match link.proto {
             Proto::Tcp | Proto::Ssl => {
                 let n = st.rx.len().min(len as usize);
+                let mut left = n;
+                while left > 0 {
+                    let Some((plain, _)) = st.records.front_mut() else {
+                        break;
+                    };
+                    let k = left.min(*plain);
+                    *plain -= k;
+                    left -= k;
+                    if *plain == 0 {
+                        st.records.pop_front();
+                    }
+                }
                 (st.rx.drain(..n).collect::<Vec<u8>>(), remote)
             }
             Proto::Udp => match st.dgrams.pop_front() {

@@ -57,8 +57,18 @@
 //!   `ERROR` (`ERR CODE:0x010a0000`, command execution failed, under
 //!   `AT+SYSLOG=1`: the manual documents no SSL-specific code); why it
 //!   failed goes to [`EspAtEmu::ssl_log`], the chip's log port.
-//!   `AT+CIPRECVLEN?` counts decrypted bytes (the chip counts encrypted
-//!   ones). `AT+CIPSERVER=1,<port>,"SSL"` answers `ERROR` (no SSL server).
+//!   `AT+CIPRECVLEN?` on an SSL link counts encrypted bytes, as the
+//!   manual's note to that command says ("ESP-AT will return the length of
+//!   the encrypted data, so the returned length will be larger than the
+//!   real data length"): every TLS record whose plaintext is not yet read to
+//!   its end counts whole, as it came off the wire (5-byte header, content
+//!   type and tag included). The manual does not say how a record read
+//!   halfway counts; the emulator counts it whole until its last byte is
+//!   read. The passive `+IPD,<link>,<len>` ("the total length of socket
+//!   data in the buffer") and the receive window count the decrypted bytes
+//!   `AT+CIPRECVDATA` hands out: the manual ties the encrypted count to
+//!   `AT+CIPRECVLEN?` only. `AT+CIPSERVER=1,<port>,"SSL"` answers `ERROR`
+//!   (no SSL server).
 //!   TLS 1.2 servers are not reached (embedded-tls speaks TLS 1.3 only).
 //! * The station address decides what host address sockets bind to; tests
 //!   use `127.0.0.3`. Nothing binds or connects outside 127.0.0.0/8 unless a

@@ -52,8 +52,11 @@ pub(crate) struct LinkState {
     pub remote: SocketAddrV4,
     pub udp_mode: u8,
     pub udp_changed: bool,
-    /// Passive receive buffer (TCP).
+    /// Passive receive buffer (TCP, and SSL's decrypted data).
     pub rx: VecDeque<u8>,
+    /// SSL: the TLS records behind `rx`, oldest first, as (plaintext of the
+    /// record still in `rx`, the record's size on the wire).
+    pub records: VecDeque<(usize, usize)>,
     /// Passive receive buffer (UDP datagrams) and its size in bytes.
     pub dgrams: VecDeque<(SocketAddrV4, Vec<u8>)>,
     pub dgram_bytes: usize,
@@ -169,6 +172,15 @@ impl Link {
     pub fn buffered(st: &LinkState) -> usize {
         st.rx.len() + st.dgram_bytes
     }
+
+    /// What `AT+CIPRECVLEN?` reports: the bytes buffered, for an SSL link
+    /// the encrypted ones (every record not yet read to its end, whole).
+    pub fn recv_len(&self, st: &LinkState) -> usize {
+        match self.proto {
+            Proto::Ssl => st.records.iter().map(|&(_, wire)| wire).sum(),
+            _ => Self::buffered(st),
+        }
+    }
 }
 
 impl LinkState {
@@ -178,6 +190,7 @@ impl LinkState {
             udp_mode,
             udp_changed: false,
             rx: VecDeque::new(),
+            records: VecDeque::new(),
             dgrams: VecDeque::new(),
             dgram_bytes: 0,
             ipd_reported: false,
@@ -365,12 +378,31 @@ pub(crate) fn link_remote(link: &Link) -> SocketAddrV4 {
 /// Data from the network for `link`: buffer it and report `+IPD` (passive),
 /// or send it to the host at once (active).
 pub(crate) fn deliver(shared: &Shared, link: &Arc<Link>, from: SocketAddrV4, data: &[u8]) {
+    deliver_wire(shared, link, from, data, None);
+}
+
+/// [`deliver`], for an SSL link with what the plaintext cost on the wire:
+/// `Some(n)` when its reading took `n > 0` bytes off the socket (a new
+/// record), `Some(0)` for more plaintext of the record before.
+pub(crate) fn deliver_wire(
+    shared: &Shared,
+    link: &Arc<Link>,
+    from: SocketAddrV4,
+    data: &[u8],
+    wire: Option<usize>,
+) {
     if shared.passive.load(Ordering::SeqCst) {
         let window = lock(&shared.world).recv_window;
         let report = {
             let mut st = lock(&link.st);
             if st.closed {
                 return;
+            }
+            if let Some(w) = wire {
+                match st.records.back_mut() {
+                    Some((plain, _)) if w == 0 => *plain += data.len(),
+                    _ => st.records.push_back((data.len(), w.max(data.len()))),
+                }
             }
             match link.proto {
                 Proto::Tcp | Proto::Ssl => st.rx.extend(data.iter().copied()),

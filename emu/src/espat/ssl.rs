@@ -450,6 +450,8 @@ struct Io {
     shared: Arc<Shared>,
     link: Arc<Link>,
     handshake_until: Arc<Mutex<Option<Instant>>>,
+    /// Bytes read off the socket so far (what the TLS records cost).
+    wire_in: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Io {
@@ -490,7 +492,10 @@ impl embedded_io::Read for Io {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
         loop {
             match (&*self.s).read(buf) {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    self.wire_in.fetch_add(n, Ordering::SeqCst);
+                    return Ok(n);
+                }
                 Err(e) if transient(&e) => {
                     if let Some(k) = self.give_up(true) {
                         return Err(k);
@@ -649,6 +654,7 @@ pub(crate) fn start(
         shared: shared.clone(),
         link: link.clone(),
         handshake_until: Arc::new(Mutex::new(Some(Instant::now() + timeout))),
+        wire_in: Arc::default(),
     };
     let (sh, l) = (shared.clone(), link.clone());
     link.threads.fetch_add(1, Ordering::SeqCst);
@@ -733,7 +739,8 @@ fn run_link(
     }
     let end = std::thread::scope(|sc| {
         let (mut r, mut w) = tls.split();
-        sc.spawn(move || reader(shared, link, &mut r));
+        let wire_in = &io.wire_in;
+        sc.spawn(move || reader(shared, link, &mut r, wire_in));
         writer(shared, link, &mut w)
     });
     match end {
@@ -752,8 +759,14 @@ fn stopping(shared: &Shared, link: &Link) -> bool {
     shared.shutdown.load(Ordering::SeqCst) || shared.gen() != link.gen
 }
 
-/// Decrypted data to the link's buffer (or the host), like the TCP reader.
-fn reader(shared: &Arc<Shared>, link: &Arc<Link>, r: &mut Reader<'_>) {
+/// Decrypted data to the link's buffer (or the host), like the TCP reader,
+/// with what each piece cost on the wire (`wire_in` counts socket bytes).
+fn reader(
+    shared: &Arc<Shared>,
+    link: &Arc<Link>,
+    r: &mut Reader<'_>,
+    wire_in: &std::sync::atomic::AtomicUsize,
+) {
     use embedded_io::Read as _;
     let window = lock(&shared.world).recv_window;
     let mut buf = vec![0u8; 4096];
@@ -779,8 +792,12 @@ fn reader(shared: &Arc<Shared>, link: &Arc<Link>, r: &mut Reader<'_>) {
             continue;
         }
         let want = room.min(buf.len());
+        let before = wire_in.load(Ordering::SeqCst);
         match r.read(&mut buf[..want]) {
-            Ok(n) if n > 0 => net::deliver(shared, link, net::link_remote(link), &buf[..n]),
+            Ok(n) if n > 0 => {
+                let wire = wire_in.load(Ordering::SeqCst) - before;
+                net::deliver_wire(shared, link, net::link_remote(link), &buf[..n], Some(wire))
+            }
             r => {
                 if stopping(shared, link) || lock(&link.st).closed {
                     return;
