@@ -330,8 +330,12 @@ fn tcp_reader(shared: &Arc<Shared>, link: &Arc<Link>) {
             }
         };
         if room == 0 {
+            // Wait for a read to make room, checking again under the lock
+            // the read notifies with (a read in between is not missed).
             let st = lock(&link.st);
-            let _ = link.cv.wait_timeout(st, TICK);
+            if !st.closed && window <= st.rx.len() {
+                let _ = link.cv.wait_timeout(st, TICK);
+            }
             continue;
         }
         let want = room.min(buf.len());
