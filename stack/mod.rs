@@ -770,3 +770,120 @@ fn take_tcp(
 
 #[cfg(all(test, feature = "std"))]
 mod sim_tests;
+
+#[cfg(all(test, feature = "std"))]
+mod pool_tests {
+    //! The raw-frame queue and the pool's bit sets through the public API.
+
+    use std::vec;
+    use std::vec::Vec;
+
+    use smoltcp::iface::SocketStorage;
+
+    use super::*;
+    use crate::netlink::Netlinker;
+    use crate::phy::memory::MemoryLink;
+    use crate::platform::SpinPlatform;
+    use crate::socketer::Socketer;
+    use crate::types::{AddressFamily, Protocol, SockType, SocketAddr};
+
+    fn zero() -> Instant {
+        Instant::from_micros(0)
+    }
+
+    type TestStack<const RAW: usize> =
+        Stack<'static, MemoryLink, SpinPlatform<fn() -> Instant>, 4, RAW>;
+
+    fn build<const RAW: usize>(link: MemoryLink) -> TestStack<RAW> {
+        let cfg = StackConfig {
+            tcp_sockets: 2,
+            udp_sockets: 1,
+            tcp_rx_buffer: 1024,
+            tcp_tx_buffer: 1024,
+            udp_rx_buffer: 512,
+            udp_tx_buffer: 512,
+            udp_packets: 2,
+            ip: IpMode::Static(IpConfig::new(Ipv4Addr::new(10, 0, 0, 1), 24)),
+            ..Default::default()
+        };
+        let storage = (0..cfg.socket_storage_len())
+            .map(|_| SocketStorage::EMPTY)
+            .collect::<Vec<_>>()
+            .leak();
+        let meta = vec![udp::PacketMetadata::EMPTY; cfg.udp_meta_len()].leak();
+        let dns_q = (0..DNS_QUERIES)
+            .map(|_| None::<dns::DnsQuery>)
+            .collect::<Vec<_>>()
+            .leak();
+        let arena = vec![0u8; cfg.arena_len()].leak();
+        let res = SliceResources::new(storage, meta, dns_q, arena);
+        let mut rng = rand::rngs::mock::StepRng::new(7, 3);
+        Stack::new(
+            link,
+            SpinPlatform::new(zero as fn() -> Instant),
+            &cfg,
+            res,
+            &mut rng,
+        )
+        .unwrap()
+    }
+
+    /// A broadcast frame of a local experimental EtherType.
+    fn raw_frame(tag: u8) -> [u8; 60] {
+        let mut f = [0u8; 60];
+        f[..6].copy_from_slice(&[0xff; 6]);
+        f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 9]);
+        f[12..14].copy_from_slice(&[0x88, 0xb5]);
+        f[14] = tag;
+        f
+    }
+
+    #[test]
+    fn raw_frames_reach_recv_eth_unless_the_queue_is_off() {
+        let mut buf = [0u8; crate::phy::MAX_FRAME_LEN];
+        let (link, mut peer) = MemoryLink::pair();
+        let s = build::<DEFAULT_RAW_QUEUE_BYTES>(link);
+        for tag in 1..=3 {
+            peer.transmit(&raw_frame(tag)).unwrap();
+        }
+        s.poll();
+        for tag in 1..=3 {
+            assert_eq!(s.recv_eth(&mut buf), Ok(Some(60)));
+            assert_eq!(buf[14], tag, "oldest first");
+        }
+        assert_eq!(s.recv_eth(&mut buf), Ok(None));
+
+        let (link, mut peer) = MemoryLink::pair();
+        let s = build::<0>(link);
+        peer.transmit(&raw_frame(1)).unwrap();
+        s.poll();
+        assert_eq!(s.recv_eth(&mut buf), Err(Error::NotSupported));
+        assert_eq!(s.link_stats().raw_dropped, 1);
+        assert_eq!(s.send_eth(&raw_frame(2)), Ok(()), "sending still works");
+        let mut got = [0u8; 64];
+        assert_eq!(peer.receive(&mut got), Ok(Some(60)));
+    }
+
+    #[test]
+    fn pool_exhaustion_is_typed_and_sockets_come_back() {
+        let (link, _peer) = MemoryLink::pair();
+        let s = build::<0>(link);
+        let tcp = || s.socket(AddressFamily::Inet, SockType::Stream, Protocol::Tcp);
+        let udp = || s.socket(AddressFamily::Inet, SockType::Dgram, Protocol::Udp);
+        let l = tcp().unwrap();
+        s.bind(l, SocketAddr::from(([0, 0, 0, 0], 80))).unwrap();
+        s.listen(l, 8).unwrap();
+        // The listener took its own socket and the pool's last one.
+        assert_eq!(tcp(), Err(Error::NoMoreSockets));
+        let u = udp().unwrap();
+        assert_eq!(udp(), Err(Error::NoMoreSockets));
+        s.close(l).unwrap();
+        s.close(u).unwrap();
+        let (a, b) = (tcp().unwrap(), tcp().unwrap());
+        assert_eq!(tcp(), Err(Error::NoMoreSockets));
+        udp().unwrap();
+        s.close(a).unwrap();
+        s.close(b).unwrap();
+        tcp().unwrap();
+    }
+}
