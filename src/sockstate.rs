@@ -69,7 +69,7 @@ const NO_LINGER: u64 = u64::MAX;
 
 /// A duration in µs: rounded up to the microsecond, at most `NO_LINGER - 1`.
 fn micros(d: Duration) -> u64 {
-    let us = d.as_micros() + u128::from(d.subsec_nanos() % 1000 != 0);
+    let us = d.as_micros() + u128::from(!d.subsec_nanos().is_multiple_of(1000));
     us.min(u128::from(NO_LINGER - 1)) as u64
 }
 
