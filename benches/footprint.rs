@@ -20,12 +20,15 @@
 //!    sockets' handles, and a minimal smoltcp `Device` over the same link
 //!    (one receive and one transmit frame buffer of 1514 bytes: what any
 //!    copy-in/copy-out driver needs). Not included in the anchor: anything
-//!    netdever adds (fd table, socket free lists, the lock, link events,
-//!    the raw-frame queue of `LinkDevice` for `recv_eth`). Rows show where
-//!    the difference is; `overhead` is netdever − raw and `ratio` is
+//!    netdever adds (fd table, the socket pool's bit sets, the lock, link
+//!    events, the raw-frame queue of `LinkDevice` for `recv_eth`). Rows show
+//!    where the difference is; `overhead` is netdever − raw and `ratio` is
 //!    netdever / raw over the whole (value + caller memory).
 //!    The per-fd cost is `size_of` a stack with 16 fds minus one with 8,
-//!    divided by 8 (the fd table is the only thing `FDS` sizes).
+//!    divided by 8 (the fd table is the only thing `FDS` sizes). The table
+//!    is for the default `Stack<'_, L, P>` (16 fds, a `recv_eth` queue of
+//!    one full frame); a line after it gives the value with `RAW = 0` (no
+//!    raw-frame receive), for apps that never call `recv_eth`.
 //!
 //! 2. **Offload drivers and TLS**: `size_of` the W5500 and ESP-AT drivers
 //!    (with the emulators' bus handles and `StdPlatform`, as the tests and
@@ -73,8 +76,8 @@ use netdever::platform::{SpinPlatform, StdPlatform};
 use netdever::sockstate::SockState;
 use netdever::stack::host::HostStack;
 use netdever::stack::{
-    BufferSource, HeapResources, SliceResources, Stack, StackConfig, DNS_QUERIES, MAX_TCP_SOCKETS,
-    MAX_UDP_SOCKETS,
+    BufferSource, HeapResources, SliceResources, Stack, StackConfig, DEFAULT_RAW_QUEUE_BYTES,
+    DNS_QUERIES, MAX_TCP_SOCKETS, MAX_UDP_SOCKETS,
 };
 use netdever::tls::{MaxFragment, SoftTls, TlsConfig, TlsPool, READ_BUFFER_LEN, WRITE_BUFFER_LEN};
 use netdever::{
@@ -378,14 +381,17 @@ impl CallerBytes {
     }
 }
 
+// The pool's bit sets: u64 for TCP, u32 for UDP (see `pool_sets` below).
+const _: () = assert!(MAX_TCP_SOCKETS <= 64 && MAX_UDP_SOCKETS <= 32);
+
 type McuStack<const FDS: usize> = Stack<'static, NullLink, McuPlatform, FDS>;
 
 /// Build a no_std-shaped netdever stack (proves the memory suffices) and
 /// return `size_of_val` of it.
-fn netdever_value<const FDS: usize>(cfg: &StackConfig) -> usize {
+fn netdever_value<const FDS: usize, const RAW: usize>(cfg: &StackConfig) -> usize {
     let mut mem = CallerMemory::new(cfg);
     let mut rng = rand::rngs::mock::StepRng::new(1, 1);
-    let stack: Stack<'_, NullLink, McuPlatform, FDS> =
+    let stack: Stack<'_, NullLink, McuPlatform, FDS, RAW> =
         Stack::new(NullLink, mcu_platform(), cfg, mem.resources(), &mut rng)
             .unwrap_or_else(|e| panic!("netdever Stack::new: {e}"));
     let n = size_of_val(&stack);
@@ -419,8 +425,9 @@ fn row(label: &str, raw: Option<usize>, ndv: Option<usize>) {
 }
 
 fn ram_section<const T: usize, const U: usize>(name: &str, cfg: &StackConfig) {
-    let ndv = netdever_value::<16>(cfg);
-    let ndv8 = netdever_value::<8>(cfg);
+    let ndv = netdever_value::<16, DEFAULT_RAW_QUEUE_BYTES>(cfg);
+    let ndv8 = netdever_value::<8, DEFAULT_RAW_QUEUE_BYTES>(cfg);
+    let ndv_no_raw = netdever_value::<16, 0>(cfg);
     let raw = raw_value::<T, U>(cfg);
     let mem = CallerBytes::of(cfg);
     let per_fd = (ndv - ndv8) / 8;
@@ -429,8 +436,9 @@ fn ram_section<const T: usize, const U: usize>(name: &str, cfg: &StackConfig) {
     let min_dev = size_of::<MinDevice<NullLink>>();
     let link_dev = size_of::<LinkDevice<NullLink>>();
     let handles = size_of::<SocketHandle>() * (T + U + 2);
-    let free_lists = 3 * size_of::<heapless::Vec<SocketHandle, MAX_TCP_SOCKETS>>()
-        + size_of::<heapless::Vec<SocketHandle, MAX_UDP_SOCKETS>>();
+    // TCP free, closing and FIN-held sets (u64 each: MAX_TCP_SOCKETS bits),
+    // the UDP free set (u32: MAX_UDP_SOCKETS bits).
+    let pool_sets = 3 * size_of::<u64>() + size_of::<u32>();
     let fd_table = 16 * per_fd;
 
     println!(
@@ -454,9 +462,9 @@ fn ram_section<const T: usize, const U: usize>(name: &str, cfg: &StackConfig) {
     );
     row("  SocketSet", Some(set), Some(set));
     row(
-        "  raw: socket handles; netdever: free lists (64/64/64/32)",
+        "  raw: socket handles; netdever: pool bit sets (3 x u64 + u32)",
         Some(handles),
-        Some(free_lists),
+        Some(pool_sets),
     );
     row(
         &format!("  netdever: fd table (16 x {per_fd} B)"),
@@ -466,7 +474,7 @@ fn ram_section<const T: usize, const U: usize>(name: &str, cfg: &StackConfig) {
     row(
         "  rest (raw: padding; netdever: lock, platform, events, IP state)",
         Some(raw - iface - min_dev - set - handles),
-        Some(ndv - iface - link_dev - set - free_lists - fd_table),
+        Some(ndv - iface - link_dev - set - pool_sets - fd_table),
     );
     row(
         &format!(
@@ -506,6 +514,12 @@ fn ram_section<const T: usize, const U: usize>(name: &str, cfg: &StackConfig) {
         nt as f64 / rt as f64,
         (nt - mem.arena) as f64 / (rt - mem.arena) as f64,
         ndv as f64 / raw as f64
+    );
+    println!(
+        "  with RAW = 0 (Stack<'_, L, P, 16, 0>: no recv_eth queue): value {ndv_no_raw} B, \
+         overhead {:+} B, ratio without the buffer arena {:.2}",
+        ndv_no_raw as i64 - raw as i64,
+        (ndv_no_raw + mem.total() - mem.arena) as f64 / (rt - mem.arena) as f64
     );
     println!(
         "  per fd: {per_fd} B in the fd table (Stack<16> - Stack<8>, / 8; of which SockState {} B), \
