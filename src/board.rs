@@ -125,6 +125,16 @@ mod parts {
 ///   from the INTn interrupt or the main loop; on a host give
 ///   `probe_host` (feature `std`) an `RxSignal` that waits for INTn.
 ///
+/// # Receive window
+///
+/// The chip's MACRAW receive ring is 16 KiB; a frame that arrives when it is
+/// full is lost on the wire, and TCP then waits out a retransmission
+/// timeout. Keep the sum of the TCP receive windows that can be filling at
+/// once (`StackConfig::tcp_rx_buffer` per connection) at or below
+/// [`phy::w5500::MAX_TCP_WINDOW`](crate::phy::w5500::MAX_TCP_WINDOW)
+/// (14600 bytes: 10 full frames); the 16 KiB default of `StackConfig` is
+/// above it.
+///
 /// ```ignore
 /// let spi = ExclusiveDevice::new(spi_bus, cs_pin, delay)?;
 /// let dev = board::w5500_macraw::probe(spi, MAC, parts)?;
