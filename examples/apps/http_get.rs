@@ -37,6 +37,12 @@ pub const SPEC: Spec = Spec {
             help: "PEM file of CA certificates to verify https servers with",
         },
         Extra {
+            name: "--resolve",
+            value: "NAME:ADDR",
+            default: "",
+            help: "connect to ADDR for host NAME instead of resolving it (NAME stays the TLS name and Host)",
+        },
+        Extra {
             name: "--out",
             value: "FILE",
             default: "",
@@ -54,6 +60,13 @@ pub fn run(net: &Net, o: &Opts) -> Outcome {
     };
     let url = net.url_for(o, default_path)?;
     let mut copts = http::client_opts(o)?;
+    if let Some(r) = o.text_opt("--resolve") {
+        let (name, ip) = http::parse_resolve(r)?;
+        // On passt, this host's 127.0.0.1 is the gateway.
+        let ip = net.device_host(&ip.to_string());
+        let ip = ip.parse().map_err(|_| format!("--resolve: {ip}"))?;
+        copts.resolve.push((name, ip));
+    }
     if o.text_opt("--out").is_some() {
         // Saving to a file: allow bigger bodies than for printing.
         copts.limit = 256 << 20;

@@ -453,6 +453,10 @@ pub struct ClientOpts {
     pub trust: super::tls::Trust,
     /// `User-Agent`.
     pub user_agent: String,
+    /// Addresses to use for these host names instead of resolving them
+    /// (`--resolve NAME:ADDR`, like curl's): the name still goes into the
+    /// TLS server name, the certificate check and `Host`.
+    pub resolve: Vec<(String, IpAddr)>,
 }
 
 impl Default for ClientOpts {
@@ -462,8 +466,20 @@ impl Default for ClientOpts {
             limit: 16 << 20,
             trust: super::tls::Trust::default(),
             user_agent: "netdever-examples/0.1".into(),
+            resolve: Vec::new(),
         }
     }
+}
+
+/// Parse `--resolve NAME:ADDR` (ADDR a dotted IPv4 address).
+pub fn parse_resolve(s: &str) -> Result<(String, IpAddr), String> {
+    let bad = || format!("--resolve: expected NAME:A.B.C.D, got {s:?}");
+    let (name, addr) = s.rsplit_once(':').ok_or_else(bad)?;
+    let ip: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    if name.is_empty() {
+        return Err(bad());
+    }
+    Ok((name.to_string(), IpAddr::V4(ip)))
 }
 
 /// Resolve `host` on `dev` (a dotted address is used as is).
@@ -482,7 +498,14 @@ pub fn connect<'d>(
     url: &Url,
     opts: &ClientOpts,
 ) -> Result<TcpStream<&'d dyn Netdever>, String> {
-    let ip = resolve(dev, &url.host)?;
+    let given = opts
+        .resolve
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(&url.host));
+    let ip = match given {
+        Some((_, ip)) => *ip,
+        None => resolve(dev, &url.host)?,
+    };
     let addr = SocketAddr::new(ip, url.port);
     let proto = if url.https {
         Protocol::Tls
@@ -664,6 +687,23 @@ pub fn json_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolve_option() {
+        let (n, ip) = parse_resolve("tls.test:127.0.0.1").unwrap();
+        assert_eq!((n.as_str(), ip), ("tls.test", IpAddr::from([127, 0, 0, 1])));
+        for bad in [
+            "tls.test",
+            ":127.0.0.1",
+            "tls.test:localhost",
+            "tls.test:1.2.3",
+        ] {
+            assert!(
+                parse_resolve(bad).is_err_and(|e| e.contains("NAME:A.B.C.D")),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn urls() {

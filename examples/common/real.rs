@@ -1319,12 +1319,6 @@ fn openssl(args: &[&str]) -> PeerResult<()> {
 impl TestPki {
     /// Generate everything in a scratch directory.
     pub fn generate() -> PeerResult<TestPki> {
-        TestPki::generate_for(&[])
-    }
-
-    /// The same, the good certificate also naming the addresses `ips`
-    /// (for clients that reach the server by address, not by name).
-    pub fn generate_for(ips: &[Ipv4Addr]) -> PeerResult<TestPki> {
         program("openssl")?;
         let dir = TempDir::new("pki")?;
         let pki = TestPki { dir };
@@ -1364,12 +1358,7 @@ impl TestPki {
             ("wrong", "ca", "wrong.test"),
         ] {
             let ext = d(&format!("{name}.ext"));
-            let mut san = format!("DNS:{host}");
-            if name == "good" {
-                for ip in ips {
-                    san += &format!(",IP:{ip}");
-                }
-            }
+            let san = format!("DNS:{host}");
             std::fs::write(
                 &ext,
                 format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\n"),
