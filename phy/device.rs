@@ -122,8 +122,9 @@ impl<const N: usize> RawQueue<N> {
 /// A [`Link`] adapted to smoltcp.
 ///
 /// `RAW` is the size in bytes of the queue that keeps non-IP frames for
-/// [`recv_raw`](Self::recv_raw) (default [`DEFAULT_RAW_QUEUE_BYTES`]; 0 turns
-/// raw-frame receive off, see the [module docs](self)).
+/// [`recv_raw`](Self::recv_raw) (default [`DEFAULT_RAW_QUEUE_BYTES`]). With
+/// 0 raw-frame receive is off: non-IP frames are dropped and counted in
+/// [`LinkStats::raw_dropped`].
 pub struct LinkDevice<L: Link, const RAW: usize = DEFAULT_RAW_QUEUE_BYTES> {
     link: L,
     rx: [u8; MAX_FRAME_LEN],

@@ -1,7 +1,7 @@
-//! The full-stack backend: a [`Netdever`] over one smoltcp interface.
+//! The full-stack backend: a [`Netdever`](crate::Netdever) over one smoltcp interface.
 //!
 //! [`Stack`] owns a smoltcp `Interface`, the [`Link`] under it (through
-//! [`LinkDevice`](crate::phy::LinkDevice)), a `SocketSet`, and the shared
+//! [`LinkDevice`]), a `SocketSet`, and the shared
 //! [`FdTable`] that maps socket fds onto smoltcp socket handles.
 //!
 //! # Why a socket pool
