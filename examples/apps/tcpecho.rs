@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::Scope;
 use std::time::{Duration, Instant};
 
-use netdever::{AddressFamily, Error, MsgFlags, Netdever, Protocol, SockType, Sockfd};
+use netdever::{AddressFamily, Error, MsgFlags, Netdever, Protocol, SockOpt, SockType, Sockfd};
 
 use crate::common::cli::Extra;
 use crate::common::pattern::Pattern;
@@ -165,6 +165,9 @@ fn serve<'scope, 'env>(
 
 /// Echo one client until it closes its side (or the server stops).
 fn echo(dev: &dyn Netdever, c: Sockfd, stopped: &dyn Fn() -> bool) -> Result<u64, Error> {
+    // An echo goes back at once: no Nagle delay waiting for the peer's ACK
+    // of earlier data (a peer that acks late would stall the tail).
+    dev.set_sock_opt(c, SockOpt::NoDelay(true))?;
     let mut buf = vec![0u8; 16 * 1024];
     let mut total = 0u64;
     loop {
