@@ -233,7 +233,7 @@ fn main() {
     for max_send in [2048usize, 8192] {
         println!(
             "AT+CIPSEND up to {max_send} bytes, AT+CIPRECVDATA up to {} bytes:",
-            netdever::offload::espat::RX_BUF
+            netdever::offload::espat::FETCH
         );
         let (dev, emu) = setup(max_send);
         upload(&dev, &emu, size);

@@ -560,10 +560,11 @@ fn offload_section() {
         size_of::<EspAt<NoBus, McuPlatform>>(),
     );
     println!(
-        "    (of which the fd table: {} sockets, each with a {} B receive queue = {} B)",
+        "    (of which {} sockets' receive queues of {} B = {} B, and the {} B buffer one AT+CIPRECVDATA reply lands in, shared)",
         netdever::offload::espat::MAX_SOCKETS,
         netdever::offload::espat::RX_BUF,
-        netdever::offload::espat::MAX_SOCKETS * netdever::offload::espat::RX_BUF
+        netdever::offload::espat::MAX_SOCKETS * netdever::offload::espat::RX_BUF,
+        netdever::offload::espat::FETCH
     );
     line(
         "W5500Link<W5500Spi> (MACRAW link; sits inside the Stack's LinkDevice)",

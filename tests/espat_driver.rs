@@ -1153,3 +1153,81 @@ fn config_chunk_size_and_bus_counts() {
         dev.close(fd).unwrap();
     });
 }
+
+/// The driver keeps little per socket (the chip holds received data until
+/// it is read): a stream read goes through one shared buffer into the
+/// caller's, small reads are served from the socket's short queue, a peek
+/// returns at most that queue, and a peeked datagram longer than the queue
+/// waits in the shared buffer — whole — while another socket's stream keeps
+/// flowing, until it is read or its socket closes.
+#[test]
+fn small_queues_small_reads_peek_and_a_parked_datagram() {
+    use netdever::offload::espat::RX_BUF;
+    bounded("small queues", 60 * SEC, || {
+        let rig = Rig::joined();
+        let dev = &rig.dev;
+        let u = udp(dev);
+        dev.bind(u, any(7301)).unwrap();
+        let p = UdpSocket::bind((PEER_IP, 0)).unwrap();
+        let big = pattern(5, 1400);
+        assert!(big.len() + 8 > RX_BUF);
+        p.send_to(&big, (DEV_IP, 7301)).unwrap();
+        p.send_to(b"after", (DEV_IP, 7301)).unwrap();
+        let mut buf = vec![0u8; 2048];
+        let (n, from) = dev
+            .recv_from(u, &mut buf, MsgFlags::PEEK, dl(dev, 5 * SEC))
+            .unwrap();
+        assert_eq!((&buf[..n], from), (&big[..], p.local_addr().unwrap()));
+        // A stream meanwhile: byte reads, a peek, then the rest.
+        let echo = echo_server();
+        let fd = tcp(dev);
+        dev.connect(fd, None, echo, dl(dev, 5 * SEC)).unwrap();
+        let m = pattern(6, 5000);
+        send_all(dev, fd, &m);
+        let mut got = Vec::new();
+        let mut one = [0u8; 1];
+        for _ in 0..10 {
+            let k = dev
+                .recv(fd, &mut one, MsgFlags::NONE, dl(dev, 5 * SEC))
+                .unwrap();
+            assert_eq!(k, 1);
+            got.push(one[0]);
+        }
+        let mut pk = vec![0u8; 4096];
+        let k = dev
+            .recv(fd, &mut pk, MsgFlags::PEEK, dl(dev, 5 * SEC))
+            .unwrap();
+        assert!((1..=RX_BUF).contains(&k), "peek returned {k}");
+        assert_eq!(&pk[..k], &m[10..10 + k]);
+        got.extend(recv_exact(dev, fd, m.len() - 10));
+        assert_eq!(got, m);
+        dev.close(fd).unwrap();
+        // The parked datagram is still whole: peek again, then a truncating read.
+        let (n, _) = dev
+            .recv_from(u, &mut buf, MsgFlags::PEEK, dl(dev, 5 * SEC))
+            .unwrap();
+        assert_eq!(&buf[..n], &big[..]);
+        let mut small = [0u8; 100];
+        let (n, _) = dev
+            .recv_from(u, &mut small, MsgFlags::NONE, dl(dev, 5 * SEC))
+            .unwrap();
+        assert_eq!(&small[..n], &big[..100]);
+        let (n, _) = dev
+            .recv_from(u, &mut buf, MsgFlags::NONE, dl(dev, 5 * SEC))
+            .unwrap();
+        assert_eq!(&buf[..n], b"after");
+        // Parked again and closed: the next datagram socket gets the buffer.
+        p.send_to(&big, (DEV_IP, 7301)).unwrap();
+        dev.recv_from(u, &mut buf, MsgFlags::PEEK, dl(dev, 5 * SEC))
+            .unwrap();
+        dev.close(u).unwrap();
+        let u2 = udp(dev);
+        dev.bind(u2, any(7302)).unwrap();
+        p.send_to(&big, (DEV_IP, 7302)).unwrap();
+        let (n, _) = dev
+            .recv_from(u2, &mut buf, MsgFlags::NONE, dl(dev, 5 * SEC))
+            .unwrap();
+        assert_eq!(&buf[..n], &big[..]);
+        dev.close(u2).unwrap();
+    });
+}

@@ -17,8 +17,15 @@ use super::parser::{parse_ip, parse_ipd_head, parse_usize, trim, unquote, Sink};
 pub const MAX_LINKS: usize = 5;
 /// Sockets the driver hands out (one per link).
 pub const MAX_SOCKETS: usize = 5;
-/// Receive buffer per socket, bytes. One `AT+CIPRECVDATA` fills it at most.
-pub const RX_BUF: usize = 2048;
+/// Receive queue per socket, bytes: what a read fetched beyond the caller's
+/// buffer (read-ahead for small reads), what `MSG_PEEK` fetched, and
+/// datagrams a peek keeps (one that does not fit stays in the shared
+/// [`FETCH`] buffer instead).
+pub const RX_BUF: usize = 256;
+/// Largest `AT+CIPRECVDATA`, bytes: the one buffer (shared by all sockets)
+/// the reply of the read in flight lands in, before it goes to the
+/// caller's buffer. Holds a whole datagram (at most 1472 bytes).
+pub const FETCH: usize = 2048;
 /// Longest command line the driver sends.
 pub(crate) const CMD_MAX: usize = 256;
 /// Information lines kept per reply, and their length.
@@ -181,6 +188,8 @@ pub(crate) enum Kind {
         got: usize,
         /// An `+IPD` for `link` arrived while this read was in flight.
         raced: bool,
+        /// The reply goes to [`Core::stage`] (else to the socket's queue).
+        stage: bool,
     },
     Close {
         link: u8,
@@ -237,6 +246,43 @@ pub(crate) struct Net {
 enum Target {
     Drop,
     Fd { fd: Sockfd, left: usize },
+    Stage { left: usize },
+}
+
+/// The shared buffer a `+CIPRECVDATA` reply lands in (one command is in
+/// flight at a time). The reader that sent the command empties it before
+/// giving the command channel back, unless it keeps a peeked datagram
+/// there (`parked`).
+pub(crate) struct Stage {
+    pub data: heapless::Vec<u8, FETCH>,
+    /// Whose data it is (set when the reply starts).
+    pub fd: Option<Sockfd>,
+    /// How many bytes the reply announced (at most [`FETCH`]).
+    pub want: usize,
+    /// Where a datagram came from.
+    pub from: SocketAddrV4,
+    /// Holds a datagram `MSG_PEEK` kept for this socket (too long for its queue).
+    pub parked: Option<Sockfd>,
+}
+
+impl Stage {
+    const fn new() -> Self {
+        Stage {
+            data: heapless::Vec::new(),
+            fd: None,
+            want: 0,
+            from: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+            parked: None,
+        }
+    }
+
+    /// Forget the contents.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.fd = None;
+        self.want = 0;
+        self.parked = None;
+    }
 }
 
 /// What SSL links verify (set by `Netdever::set_tls_trust`).
@@ -281,6 +327,8 @@ pub(crate) struct Core {
     pub recvlen_at: Option<Instant>,
     /// What SSL links verify.
     pub trust: Trust,
+    /// Where the reply of the read in flight lands.
+    pub stage: Stage,
 }
 
 impl Core {
@@ -307,6 +355,7 @@ impl Core {
             server_stop: false,
             recvlen_at: None,
             trust: Trust::Unset,
+            stage: Stage::new(),
         }
     }
 
@@ -650,9 +699,28 @@ impl Core {
             .map(|i| i as u8)
     }
 
-    fn begin_block(&mut self, fd: Option<Sockfd>, len: usize, from: Option<SocketAddrV4>) {
+    fn begin_block(
+        &mut self,
+        fd: Option<Sockfd>,
+        len: usize,
+        from: Option<SocketAddrV4>,
+        stage: bool,
+    ) {
         self.target = Target::Drop;
         let Some(fd) = fd else { return };
+        if stage {
+            if self.stage.parked.is_some() {
+                return; // (the reader asked for its queue then)
+            }
+            let want = len.min(FETCH);
+            self.stage.data.clear();
+            self.stage.fd = Some(fd);
+            self.stage.want = want;
+            self.stage.from = from.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+            self.target = Target::Stage { left: want };
+            self.changed = true;
+            return;
+        }
         let Ok(s) = self.fds.get_mut(fd) else { return };
         let free = RX_BUF - s.rx.len();
         let keep = if s.udp {
@@ -794,21 +862,21 @@ impl Sink for Core {
             Owner::Fd(fd) => Some(fd),
             _ => None,
         };
-        self.begin_block(fd, len, from.or(l.remote));
+        self.begin_block(fd, len, from.or(l.remote), false);
     }
 
     fn recv_data(&mut self, len: usize, from: Option<SocketAddrV4>) {
-        let fd = match self.cmd.as_mut() {
+        let (fd, stage) = match self.cmd.as_mut() {
             Some(Cmd {
-                kind: Kind::RecvData { got, fd, .. },
+                kind: Kind::RecvData { got, fd, stage, .. },
                 ..
             }) => {
                 *got = len;
-                Some(*fd)
+                (Some(*fd), *stage)
             }
-            _ => None,
+            _ => (None, false),
         };
-        self.begin_block(fd, len, from);
+        self.begin_block(fd, len, from, stage);
     }
 
     fn data(&mut self, bytes: &[u8]) {
@@ -819,6 +887,10 @@ impl Sink for Core {
                     let _ = s.rx.push_back(b);
                 }
             }
+            *left -= n;
+        } else if let Target::Stage { left } = &mut self.target {
+            let n = (*left).min(bytes.len());
+            let _ = self.stage.data.extend_from_slice(&bytes[..n]);
             *left -= n;
         }
     }
@@ -961,6 +1033,7 @@ mod tests {
                 requested: 2048,
                 got: 0,
                 raced: false,
+                stage: false,
             },
             phase: CmdPhase::Result,
             outcome: None,

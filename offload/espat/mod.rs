@@ -35,10 +35,22 @@
 //!   would leave the chip waiting for data.
 //! * **Receiving**: passive mode (`AT+CIPRECVMODE=1`). The chip announces
 //!   `+IPD,<link>,<len>` and keeps the data; `recv` fetches it with
-//!   `AT+CIPRECVDATA=<link>,<n>` into the socket's [`RX_BUF`]-byte buffer.
-//!   The chip's window gives TCP flow control for free. Active-mode `+IPD`
-//!   data is understood too (it arrives after a chip reset, before
-//!   re-initialisation).
+//!   `AT+CIPRECVDATA=<link>,<n>`. The data stays on the chip until then, so
+//!   the driver buffers little: a stream read asks for what fits in the
+//!   caller's buffer plus the socket's [`RX_BUF`]-byte queue (at most
+//!   [`FETCH`]); the reply lands in one [`FETCH`]-byte buffer shared by all
+//!   sockets (one command is in flight at a time) and goes from there into
+//!   the caller's buffer, the rest (read-ahead for small reads) to the
+//!   queue. `MSG_PEEK` fetches into the queue only (a stream peek returns
+//!   at most [`RX_BUF`] bytes). A datagram read asks for a whole datagram
+//!   and truncates it to the caller's buffer as the contract says; a
+//!   datagram a peek keeps goes to the queue, or, longer than that, stays
+//!   in the shared buffer until its socket reads it or closes — meanwhile
+//!   other sockets' stream reads go through their queues ([`RX_BUF`] bytes
+//!   a command) and other datagram reads wait. The chip's window gives TCP
+//!   flow control for free. Active-mode `+IPD` data is understood too (it
+//!   arrives after a chip reset, before re-initialisation) and goes to the
+//!   socket's queue, as much as fits.
 //! * **Close**: `AT+CIPCLOSE=<link>`, graceful (queued data is sent, then
 //!   FIN); `Linger(Some(0))` first sets `AT+CIPTCPOPT=<link>,0,..` so the
 //!   chip resets the connection. `close` frees the fd at once; if the
@@ -157,7 +169,7 @@ use crate::wait::{block_on, Attempt, Blocking};
 use self::core::{Cmd, CmdPhase, Core, Kind, LinkState, Outcome, ReplyLine, CMD_MAX};
 use self::parser::Parser;
 
-pub use self::core::{MAX_LINKS, MAX_SOCKETS, RX_BUF};
+pub use self::core::{FETCH, MAX_LINKS, MAX_SOCKETS, RX_BUF};
 pub use self::tls::{MAX_CA_PEM, MAX_HOST_LEN};
 
 /// Driver settings.

@@ -12,7 +12,7 @@ use crate::time::{Deadline, Instant};
 use crate::types::*;
 use crate::wait::{block_on, Attempt, Blocking};
 
-use super::core::{Core, Kind, Link, LinkState, Owner, Phase, Sock, Trust, RX_BUF, UDP_HDR};
+use super::core::{Core, Kind, Link, LinkState, Owner, Phase, Sock, Trust, FETCH, RX_BUF, UDP_HDR};
 use super::tls::MAX_HOST_LEN;
 use super::{cmd, EspAt, Outcome};
 
@@ -82,8 +82,81 @@ impl Core {
         }
     }
 
+    /// Drop a parked datagram a connected UDP socket must not see; whether
+    /// one for `fd` is left.
+    fn parked_for(&mut self, fd: Sockfd) -> bool {
+        if self.stage.parked != Some(fd) {
+            return false;
+        }
+        let from = self.stage.from;
+        if self
+            .fds
+            .get(fd)
+            .is_ok_and(|s| s.peer.is_none_or(|p| p == from))
+        {
+            return true;
+        }
+        self.stage.clear();
+        false
+    }
+
+    /// Hand what the read `fd` just did left in the stage to the socket:
+    /// straight into `buf` when nothing is queued before it (a datagram
+    /// truncated to `buf`, as the contract says), the rest of a stream to
+    /// the queue (the read asked for no more than fits), a datagram a peek
+    /// keeps to the queue or, too long for it, parked in the stage. Returns
+    /// what went into `buf`.
+    fn claim(&mut self, fd: Sockfd, buf: &mut [u8], peek: bool) -> Option<(usize, SocketAddr)> {
+        if self.stage.parked.is_some() || self.stage.fd != Some(fd) {
+            if self.stage.parked.is_none() {
+                self.stage.clear();
+            }
+            return None;
+        }
+        let st = &mut self.stage;
+        let complete = st.data.len() == st.want;
+        let Ok(s) = self.fds.get_mut(fd) else {
+            st.clear();
+            return None;
+        };
+        let data = &st.data[..];
+        if s.udp {
+            let from = st.from;
+            if !complete || s.peer.is_some_and(|p| p != from) {
+                st.clear();
+                return None;
+            }
+            if !peek && udp_head(&s.rx).is_none() {
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                st.clear();
+                return Some((n, SocketAddr::V4(from)));
+            }
+            if RX_BUF - s.rx.len() >= UDP_HDR + data.len() {
+                push_record(&mut s.rx, data, from);
+                st.clear();
+            } else {
+                st.fd = None;
+                st.parked = Some(fd);
+            }
+            return None;
+        }
+        let mut k = 0;
+        if !peek && s.rx.is_empty() {
+            k = data.len().min(buf.len());
+            buf[..k].copy_from_slice(&data[..k]);
+        }
+        for &b in &data[k..] {
+            let _ = s.rx.push_back(b);
+        }
+        st.clear();
+        let peer = s.peer.map(SocketAddr::V4).unwrap_or_else(unspecified);
+        (k > 0).then_some((k, peer))
+    }
+
     fn try_recv(&mut self, fd: Sockfd, buf: &mut [u8], peek: bool) -> Step {
         let links = self.links;
+        let parked = self.parked_for(fd);
         let s = match self.fds.get_mut(fd) {
             Ok(s) => s,
             Err(e) => return Step::Done(Err(e)),
@@ -96,6 +169,16 @@ impl Core {
                 } else {
                     pop_record(&mut s.rx, Some(buf))
                 };
+                return Step::Done(Ok((n, SocketAddr::V4(from))));
+            }
+            if parked {
+                let st = &mut self.stage;
+                let n = st.data.len().min(buf.len());
+                buf[..n].copy_from_slice(&st.data[..n]);
+                let from = st.from;
+                if !peek {
+                    st.clear();
+                }
                 return Step::Done(Ok((n, SocketAddr::V4(from))));
             }
             if s.st.shut_rd {
@@ -149,6 +232,7 @@ impl Core {
     fn readiness(&mut self, fd: Sockfd) -> Result<Events> {
         let links = self.links;
         let up = self.net.up;
+        let parked = self.parked_for(fd);
         let s = self.fds.get_mut(fd)?;
         let mut ev = Events::NONE;
         if s.st.error.is_some() {
@@ -157,7 +241,7 @@ impl Core {
         let pending = s.link.is_some_and(|l| links[l as usize].pending > 0);
         if s.udp {
             Self::purge_foreign(s);
-            if !s.rx.is_empty() || pending || s.st.shut_rd || s.dead.is_some() {
+            if !s.rx.is_empty() || parked || pending || s.st.shut_rd || s.dead.is_some() {
                 ev |= Events::READABLE;
             }
             if !s.st.shut_wr && up && s.dead.is_none() {
@@ -206,6 +290,17 @@ fn udp_head(rx: &heapless::Deque<u8, RX_BUF>) -> Option<(usize, SocketAddrV4)> {
     let ip = Ipv4Addr::new(h[2], h[3], h[4], h[5]);
     let port = u16::from_be_bytes([h[6], h[7]]);
     Some((len, SocketAddrV4::new(ip, port)))
+}
+
+/// Append a datagram record.
+fn push_record(rx: &mut heapless::Deque<u8, RX_BUF>, data: &[u8], from: SocketAddrV4) {
+    let mut h = [0u8; UDP_HDR];
+    h[..2].copy_from_slice(&(data.len() as u16).to_be_bytes());
+    h[2..6].copy_from_slice(&from.ip().octets());
+    h[6..].copy_from_slice(&from.port().to_be_bytes());
+    for &b in h.iter().chain(data) {
+        let _ = rx.push_back(b);
+    }
 }
 
 /// Remove the first record, copying what fits into `buf`. Returns the bytes copied.
@@ -259,8 +354,21 @@ where
         Ok(st.blocking(flags, deadline, side, self.now(), nb))
     }
 
-    /// Fetch what the chip holds for `link` into `fd`'s buffer.
-    fn fetch(&self, fd: Sockfd, link: u8, blocking: Blocking) -> Result<()> {
+    /// Fetch what the chip holds for `link`: a stream read asks for what
+    /// fits in `buf` and the socket's queue together (at most [`FETCH`]),
+    /// and the reply goes through the shared stage straight into `buf`
+    /// (`Some`: what went there); a peek, or a read while the stage holds
+    /// a parked datagram, fetches into the queue. A datagram read asks for
+    /// a whole datagram, into the stage (it waits while a datagram is
+    /// parked there: the queue may be too short for one).
+    fn fetch(
+        &self,
+        fd: Sockfd,
+        link: u8,
+        blocking: Blocking,
+        buf: &mut [u8],
+        peek: bool,
+    ) -> Result<Option<(usize, SocketAddr)>> {
         let t = self.acquire(blocking)?;
         let want = self.with(|g| {
             let c = &g.core;
@@ -268,31 +376,42 @@ where
             if s.link != Some(link) || c.links[link as usize].pending == 0 {
                 return None;
             }
+            let parked = c.stage.parked.is_some();
             let free = RX_BUF - s.rx.len();
-            let want = if s.udp {
-                free.saturating_sub(UDP_HDR)
+            let (n, stage) = if s.udp {
+                (if parked { 0 } else { FETCH }, true)
+            } else if parked || peek || !s.rx.is_empty() {
+                (free, false)
             } else {
-                free
+                (buf.len().saturating_add(free).min(FETCH), true)
             };
-            (want > 0).then_some(want)
+            (n > 0).then_some((n, stage))
         });
         let r = match want {
             None => Ok(()),
-            Some(n) => {
-                let text = cmd(format_args!("AT+CIPRECVDATA={link},{n}"))?;
-                let kind = Kind::RecvData {
-                    link,
-                    fd,
-                    requested: n,
-                    got: 0,
-                    raced: false,
-                };
-                self.run(&t, &text, kind, self.cfg.cmd_timeout, Deadline::Never)
-                    .map(|_| ())
-            }
+            Some((n, stage)) => match cmd(format_args!("AT+CIPRECVDATA={link},{n}")) {
+                Ok(text) => {
+                    let kind = Kind::RecvData {
+                        link,
+                        fd,
+                        requested: n,
+                        got: 0,
+                        raced: false,
+                        stage,
+                    };
+                    self.run(&t, &text, kind, self.cfg.cmd_timeout, Deadline::Never)
+                        .map(|_| ())
+                }
+                Err(e) => Err(e),
+            },
         };
+        // (Under the token: no other read can land in the stage before.)
+        let got = self.with(|g| g.core.claim(fd, buf, peek));
         self.release_token(t);
-        r
+        match got {
+            Some(x) => Ok(Some(x)),
+            None => r.map(|()| None),
+        }
     }
 
     /// Ask `AT+CIPRECVLEN?` (at most every `recvlen_interval`) in case an
@@ -361,8 +480,9 @@ where
             let step = self.with(|g| g.core.try_recv(fd, buf, peek));
             match step {
                 Step::Done(r) => Attempt::Done(r),
-                Step::Fetch(link) => match self.fetch(fd, link, blocking) {
-                    Ok(()) => match self.with(|g| g.core.try_recv(fd, buf, peek)) {
+                Step::Fetch(link) => match self.fetch(fd, link, blocking, buf, peek) {
+                    Ok(Some(r)) => Attempt::Done(Ok(r)),
+                    Ok(None) => match self.with(|g| g.core.try_recv(fd, buf, peek)) {
                         Step::Done(r) => Attempt::Done(r),
                         _ => Attempt::Pending {
                             wake_at: Some(self.now() + poll),
@@ -1347,6 +1467,9 @@ where
         let work = self.with(|g| {
             let c = &mut g.core;
             let s = c.fds.remove(fd)?;
+            if c.stage.parked == Some(fd) {
+                c.stage.clear();
+            }
             let hard = s.st.linger() == Some(Duration::ZERO);
             let mut work = false;
             if let Some(l) = s.link {
