@@ -1008,8 +1008,9 @@ fn close_link(_shared: &Shared, link: &Arc<Link>, mode: CloseMode) {
     }
     drop(st);
     if link.proto == Proto::Udp {
-        // The port must be free when CIPCLOSE answers (a bind may follow).
-        link.wait_threads(Duration::from_millis(500));
+        // The port must be free when CIPCLOSE answers (a bind may follow):
+        // the caller's handle must be the last (it drops it right after).
+        link.wait_released(Duration::from_secs(1));
     }
 }
 

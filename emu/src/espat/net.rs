@@ -102,11 +102,17 @@ impl Drop for Running<'_> {
 }
 
 impl Link {
-    /// Wait (bounded) until the link's threads have let go of its socket.
-    pub fn wait_threads(&self, limit: Duration) {
+    /// Wait (bounded) until the caller's handle is the link's last one, so
+    /// its socket closes when the caller drops it. The link's threads are
+    /// done (`threads` 0) a moment before they drop their handles: the
+    /// count alone let a bind right after `CIPCLOSE` meet the still open
+    /// socket (`EADDRINUSE`).
+    pub fn wait_released(self: &Arc<Self>, limit: Duration) {
         let end = Instant::now() + limit;
         let mut st = lock(&self.st);
-        while self.threads.load(Ordering::SeqCst) > 0 && Instant::now() < end {
+        while (self.threads.load(Ordering::SeqCst) > 0 || Arc::strong_count(self) > 1)
+            && Instant::now() < end
+        {
             st = self
                 .cv
                 .wait_timeout(st, Duration::from_millis(5))
