@@ -673,7 +673,15 @@ impl<SPI: SpiDevice> Inner<SPI> {
         let r = self.open_hw(sn, MR_TCP | MR_ND, port).and_then(|_| {
             self.bus.command(sn, CR_LISTEN)?;
             match self.sr(sn)? {
-                SOCK_LISTEN => Ok(()),
+                // A SYN may arrive between LISTEN and this read: the socket
+                // is then on its way to (or in) ESTABLISHED, or its
+                // half-open connection already failed (CLOSED). Either way
+                // it listened and is in the backlog (`accept_one` takes the
+                // connection or re-arms it); closing it here would reset a
+                // client that has already connected.
+                SOCK_LISTEN | SOCK_SYNRECV | SOCK_ESTABLISHED | SOCK_CLOSE_WAIT | SOCK_CLOSED => {
+                    Ok(())
+                }
                 _ => Err(self.malformed()),
             }
         });
