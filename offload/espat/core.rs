@@ -724,10 +724,13 @@ impl Core {
         let Ok(s) = self.fds.get_mut(fd) else { return };
         let free = RX_BUF - s.rx.len();
         let keep = if s.udp {
-            if free <= UDP_HDR {
+            if free < len.saturating_add(UDP_HDR) {
+                // Never a truncated datagram: drop it whole, as the chip
+                // does when its buffer is full. (Datagram reads go through
+                // the stage; this is active-mode `+IPD` only.)
                 return;
             }
-            let keep = len.min(free - UDP_HDR);
+            let keep = len;
             let from = from.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
             let mut h = [0u8; UDP_HDR];
             h[..2].copy_from_slice(&(keep as u16).to_be_bytes());
@@ -1099,6 +1102,34 @@ mod tests {
         // An ERROR read with an +IPD in flight keeps the announced count.
         assert_eq!(pending_after(1, b"+IPD,4,64\r\n\r\nERROR\r\n"), 64);
         assert_eq!(pending_after(1, b"\r\nERROR\r\n"), 0);
+    }
+
+    #[test]
+    fn a_staged_reply_lands_in_the_shared_buffer_whole() {
+        let bytes = reply(2048, b"\r\n+IPD,4,700\r\n");
+        for split in [1, bytes.len()] {
+            let mut c = reading(2048);
+            if let Some(Cmd {
+                kind: Kind::RecvData { stage, .. },
+                ..
+            }) = c.cmd.as_mut()
+            {
+                *stage = true;
+            }
+            let mut p = Parser::new();
+            for chunk in bytes.chunks(split) {
+                p.feed(chunk, &mut c);
+            }
+            let fd = match c.links[4].owner {
+                Owner::Fd(fd) => fd,
+                _ => unreachable!(),
+            };
+            assert_eq!(c.stage.fd, Some(fd));
+            assert_eq!((c.stage.data.len(), c.stage.want), (2048, 2048));
+            assert!(c.stage.data.iter().all(|&b| b == b'x'));
+            assert!(c.fds.get(fd).unwrap().rx.is_empty());
+            assert_eq!(c.links[4].pending, 700);
+        }
     }
 
     #[test]
