@@ -1216,14 +1216,20 @@ fn small_queues_small_reads_peek_and_a_parked_datagram() {
             .recv_from(u, &mut buf, MsgFlags::NONE, dl(dev, 5 * SEC))
             .unwrap();
         assert_eq!(&buf[..n], b"after");
-        // Parked again and closed: the next datagram socket gets the buffer.
+        // Parked again: another datagram socket waits (its datagram stays on
+        // the chip, whole) until the parked one is gone.
         p.send_to(&big, (DEV_IP, 7301)).unwrap();
         dev.recv_from(u, &mut buf, MsgFlags::PEEK, dl(dev, 5 * SEC))
             .unwrap();
-        dev.close(u).unwrap();
         let u2 = udp(dev);
         dev.bind(u2, any(7302)).unwrap();
         p.send_to(&big, (DEV_IP, 7302)).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            dev.recv_from(u2, &mut buf, MsgFlags::DONTWAIT, Deadline::Never),
+            Err(Error::WouldBlock)
+        );
+        dev.close(u).unwrap();
         let (n, _) = dev
             .recv_from(u2, &mut buf, MsgFlags::NONE, dl(dev, 5 * SEC))
             .unwrap();

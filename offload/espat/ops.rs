@@ -157,6 +157,7 @@ impl Core {
     fn try_recv(&mut self, fd: Sockfd, buf: &mut [u8], peek: bool) -> Step {
         let links = self.links;
         let parked = self.parked_for(fd);
+        let stage_free = self.stage.parked.is_none();
         let s = match self.fds.get_mut(fd) {
             Ok(s) => s,
             Err(e) => return Step::Done(Err(e)),
@@ -191,7 +192,9 @@ impl Core {
                 return Step::Done(Err(e));
             }
             return match s.link {
-                Some(l) if links[l as usize].pending > 0 => Step::Fetch(l),
+                // (While another socket's datagram is parked in the stage, a
+                // datagram read waits: its queue may be too short for one.)
+                Some(l) if links[l as usize].pending > 0 && stage_free => Step::Fetch(l),
                 _ => Step::Wait,
             };
         }
@@ -233,6 +236,7 @@ impl Core {
         let links = self.links;
         let up = self.net.up;
         let parked = self.parked_for(fd);
+        let stage_free = self.stage.parked.is_none();
         let s = self.fds.get_mut(fd)?;
         let mut ev = Events::NONE;
         if s.st.error.is_some() {
@@ -241,7 +245,8 @@ impl Core {
         let pending = s.link.is_some_and(|l| links[l as usize].pending > 0);
         if s.udp {
             Self::purge_foreign(s);
-            if !s.rx.is_empty() || parked || pending || s.st.shut_rd || s.dead.is_some() {
+            let fetchable = pending && stage_free;
+            if !s.rx.is_empty() || parked || fetchable || s.st.shut_rd || s.dead.is_some() {
                 ev |= Events::READABLE;
             }
             if !s.st.shut_wr && up && s.dead.is_none() {
