@@ -203,19 +203,24 @@ mod tap_offload {
             &tap_args(board, &["--peer", &peer, "--bytes", "256K"]),
         );
         assert_eq!(o.netns, NetnsOpt::Current, "no --netns given");
-        let figure = support::with_timeout(test, 120 * SEC, move || {
+        let (figure, sink) = support::with_timeout(test, 120 * SEC, move || {
             let o2 = o.clone();
             let net = support::in_netns(&name, move || Net::from_opts(&o2))
                 .expect("enter the namespace")
                 .unwrap_or_else(|e| panic!("{board} on --tap: {e}"));
             assert_eq!(net.dev_ip(), Ok(DEV_IP), "{board}: the device is at --ip");
             let r = tcpclient::run(&net, &o);
+            // The chip stays powered until the sink has everything: an
+            // offload chip may still be sending after `close` returns
+            // (ESP-AT: `Linger(Some(d))` closes like `Linger(None)`), and
+            // dropping the emulator resets its connections.
+            let sink = sink.join().unwrap();
             drop(net);
-            r
-        })
-        .unwrap_or_else(|e| panic!("{board}: tcpclient: {e}"));
+            (r, sink)
+        });
+        let figure = figure.unwrap_or_else(|e| panic!("{board}: tcpclient: {e}"));
         assert!(figure.contains("MB/s"), "{figure}");
-        let (from, got) = sink.join().unwrap().unwrap_or_else(|e| panic!("sink: {e}"));
+        let (from, got) = sink.unwrap_or_else(|e| panic!("sink: {e}"));
         assert_eq!(
             from.ip(),
             std::net::IpAddr::V4(DEV_IP),
