@@ -67,6 +67,8 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use core::time::Duration;
 use std::borrow::ToOwned;
 use std::boxed::Box;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::format;
 use std::io::{self, Read, Write};
@@ -78,6 +80,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::string::{String, ToString};
 use std::sync::Arc;
+use std::time::Instant;
 use std::vec::Vec;
 
 use super::{Link, LinkError, RxSignal, MAX_FRAME_LEN};
@@ -344,6 +347,8 @@ pub struct PasstLink {
     shared: Arc<Shared>,
     /// Frames dropped because they did not fit (counter).
     oversized: Arc<AtomicUsize>,
+    /// Gets lost ACKs out of passt; see [`AckProbe`].
+    probe: AckProbe,
 }
 
 impl core::fmt::Debug for PasstLink {
@@ -490,6 +495,7 @@ impl PasstLink {
             dead: false,
             shared: Arc::new(Shared::default()),
             oversized: Arc::new(AtomicUsize::new(0)),
+            probe: AckProbe::default(),
         })
     }
 
@@ -684,9 +690,18 @@ impl Link for PasstLink {
         if !self.tx.is_empty() {
             return Err(LinkError::Busy);
         }
+        let probe = match self.probe.look(frame) {
+            Probe::Drop => return Ok(()),
+            Probe::None => None,
+            Probe::After(p) => Some(p),
+        };
         self.tx
             .extend_from_slice(&(frame.len() as u32).to_be_bytes());
         self.tx.extend_from_slice(frame);
+        if let Some(p) = probe {
+            self.tx.extend_from_slice(&(p.len() as u32).to_be_bytes());
+            self.tx.extend_from_slice(&p);
+        }
         self.flush_tx()
     }
 
@@ -780,6 +795,217 @@ impl RxSignal for PasstRxSignal {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Getting lost ACKs out of passt.
+// ---------------------------------------------------------------------------
+
+/// At most one probe per flow and highest sequence number within this.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+/// How long after a probe a 1-byte segment that would fill the gap before
+/// it is dropped (see [`AckProbe`]).
+const PROBE_GUARD: Duration = Duration::from_secs(1);
+/// TCP flows tracked at most (the table is emptied when it is full).
+const PROBE_FLOWS: usize = 256;
+
+/// Gets an ACK out of passt that passt counts as sent but never sent.
+///
+/// passt 0.0~git20230309 (Debian 12's) acknowledges the device's data once
+/// the host peer's kernel has acknowledged it; when it watches its host
+/// socket for `EPOLLOUT` (its "stalled" state: the device's window is 0, or
+/// it has sent all the host's data), that handler advances the ACK number
+/// passt counts as sent (`tcp_update_seqack_wnd()`) without sending a
+/// segment (later passt sends one there). From then on passt never
+/// acknowledges that data: its deferred-ACK timer and its answer to the
+/// device's retransmissions (data it already wrote to the host socket,
+/// dropped) both find nothing new to acknowledge, and only its next data
+/// segment, if any, carries the ACK. Captured (passt's pcap, `ss -tinm`) in
+/// the matrix's `tcpecho` cell: the device retransmitting 64 KiB at 1, 2,
+/// 4, 8 s that python had long received, passt's socket to python fully
+/// acknowledged, until passt reset the connection (window 0) or python
+/// timed out (window open, nothing left for passt to send).
+///
+/// What does make that passt send an ACK is a segment beyond what it has
+/// received: it keeps it as out of order and answers with duplicate ACKs
+/// carrying its current ACK number. So when the device retransmits data (on
+/// a loopback gateway: an ACK went missing), this follows the
+/// retransmission with a bare ACK carrying 1 byte at the flow's highest
+/// sequence number + 1, leaving a 1-byte gap. passt never writes that byte
+/// unless a 1-byte segment fills the gap in the same batch, so such a
+/// segment is dropped for [`PROBE_GUARD`] after a probe (TCP sends it
+/// again). Any other TCP answers the out-of-order segment with an ACK too
+/// (RFC 9293, 3.10.7.4). Farther ahead does not work: a probe 2^30 ahead
+/// makes this passt reset the connection.
+#[derive(Default)]
+struct AckProbe {
+    flows: HashMap<FlowKey, FlowState>,
+}
+
+/// Source port, destination address and port (the device has one address).
+type FlowKey = (u16, [u8; 4], u16);
+
+struct FlowState {
+    /// Highest sequence number sent, plus one.
+    end: u32,
+    /// When a probe last went out, and for which `end`.
+    probed: Option<(Instant, u32)>,
+}
+
+/// What [`AckProbe::look`] says about a frame.
+#[derive(Debug)]
+enum Probe {
+    /// Send it as it is.
+    None,
+    /// Send it, then this probe frame.
+    After(Vec<u8>),
+    /// Do not send it.
+    Drop,
+}
+
+/// `a` after `b` in sequence space.
+fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+impl AckProbe {
+    /// Look at a frame the device sends.
+    fn look(&mut self, f: &[u8]) -> Probe {
+        let Some(seg) = TcpSeg::parse(f) else {
+            return Probe::None;
+        };
+        if seg.flags & (TCP_RST | TCP_SYN) != 0 {
+            self.flows.remove(&seg.key);
+            return Probe::None;
+        }
+        let end = seg
+            .seq
+            .wrapping_add(seg.payload as u32)
+            .wrapping_add(u32::from(seg.flags & TCP_FIN != 0));
+        if !self.flows.contains_key(&seg.key) && self.flows.len() >= PROBE_FLOWS {
+            self.flows.clear();
+        }
+        let st = match self.flows.entry(seg.key) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                v.insert(FlowState { end, probed: None });
+                return Probe::None;
+            }
+        };
+        let now = Instant::now();
+        if seq_after(end, st.end) {
+            if let Some((at, e)) = st.probed {
+                if seg.seq == e && seg.payload == 1 && now.duration_since(at) < PROBE_GUARD {
+                    return Probe::Drop;
+                }
+            }
+            st.end = end;
+            return Probe::None;
+        }
+        if seg.payload == 0 {
+            return Probe::None;
+        }
+        // Data at or below the highest sequence number sent: a retransmission.
+        if let Some((at, e)) = st.probed {
+            if e == st.end && now.duration_since(at) < PROBE_EVERY {
+                return Probe::None;
+            }
+        }
+        st.probed = Some((now, st.end));
+        Probe::After(seg.probe(f, st.end.wrapping_add(1)))
+    }
+}
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+/// The parts of an Ethernet + IPv4 + TCP frame a probe needs.
+struct TcpSeg {
+    key: FlowKey,
+    /// IPv4 header length.
+    ihl: usize,
+    /// TCP header length.
+    thl: usize,
+    seq: u32,
+    flags: u8,
+    payload: usize,
+}
+
+/// Where the IPv4 header starts.
+const IP: usize = 14;
+
+impl TcpSeg {
+    fn parse(f: &[u8]) -> Option<TcpSeg> {
+        if f.len() < IP + 40 || f[12..14] != [0x08, 0x00] || f[IP] >> 4 != 4 {
+            return None;
+        }
+        let ihl = usize::from(f[IP] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([f[IP + 2], f[IP + 3]]));
+        let frag = u16::from_be_bytes([f[IP + 6], f[IP + 7]]) & 0x3fff;
+        if ihl < 20 || f[IP + 9] != 6 || frag != 0 || total < ihl + 20 || IP + total > f.len() {
+            return None;
+        }
+        let t = IP + ihl;
+        let thl = usize::from(f[t + 12] >> 4) * 4;
+        if thl < 20 || ihl + thl > total {
+            return None;
+        }
+        let mut dst = [0u8; 4];
+        dst.copy_from_slice(&f[IP + 16..IP + 20]);
+        Some(TcpSeg {
+            key: (
+                u16::from_be_bytes([f[t], f[t + 1]]),
+                dst,
+                u16::from_be_bytes([f[t + 2], f[t + 3]]),
+            ),
+            ihl,
+            thl,
+            seq: u32::from_be_bytes([f[t + 4], f[t + 5], f[t + 6], f[t + 7]]),
+            flags: f[t + 13],
+            payload: total - ihl - thl,
+        })
+    }
+
+    /// `f`'s headers as a bare ACK at `seq` with one zero byte of data,
+    /// checksums recomputed.
+    fn probe(&self, f: &[u8], seq: u32) -> Vec<u8> {
+        let t = IP + self.ihl;
+        let mut p = f[..t + self.thl].to_vec();
+        p.push(0);
+        let total = (self.ihl + self.thl + 1) as u16;
+        p[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
+        p[IP + 10..IP + 12].copy_from_slice(&[0, 0]);
+        let c = checksum(0, &p[IP..t]);
+        p[IP + 10..IP + 12].copy_from_slice(&c.to_be_bytes());
+        p[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
+        p[t + 13] = TCP_ACK;
+        p[t + 16..t + 18].copy_from_slice(&[0, 0]);
+        // Pseudo-header: addresses, protocol, TCP length.
+        let mut sum = 6 + (self.thl + 1) as u32;
+        for w in p[IP + 12..IP + 20].chunks_exact(2) {
+            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        let c = checksum(sum, &p[t..]);
+        p[t + 16..t + 18].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+}
+
+/// The Internet checksum of `data`, from the partial sum `sum`.
+fn checksum(mut sum: u32, data: &[u8]) -> u16 {
+    let mut words = data.chunks_exact(2);
+    for w in &mut words {
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    if let [b] = words.remainder() {
+        sum += u32::from(*b) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -794,6 +1020,69 @@ mod tests {
         let mut v = (frame.len() as u32).to_be_bytes().to_vec();
         v.extend_from_slice(frame);
         v
+    }
+
+    /// An Ethernet + IPv4 + TCP frame from the device's port 8080.
+    fn tcp(seq: u32, flags: u8, payload: usize) -> Vec<u8> {
+        let mut f = std::vec![0u8; 14 + 20 + 20 + payload];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+        f[14 + 8] = 64;
+        f[14 + 9] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 2, 15]);
+        f[30..34].copy_from_slice(&[10, 0, 2, 2]);
+        f[34..36].copy_from_slice(&8080u16.to_be_bytes());
+        f[36..38].copy_from_slice(&40000u16.to_be_bytes());
+        f[38..42].copy_from_slice(&seq.to_be_bytes());
+        f[42..46].copy_from_slice(&77u32.to_be_bytes());
+        f[46] = 0x50;
+        f[47] = flags;
+        f[48..50].copy_from_slice(&1000u16.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn retransmission_is_followed_by_an_ack_probe() {
+        let (mut link, mut peer) = pair();
+        link.transmit(&tcp(1000, TCP_ACK, 100)).unwrap();
+        link.transmit(&tcp(1100, TCP_ACK, 100)).unwrap();
+        link.transmit(&tcp(1000, TCP_ACK, 100)).unwrap(); // again
+        link.transmit(&tcp(1100, TCP_ACK, 100)).unwrap(); // no second probe
+        let mut got = std::vec![0u8; 4 * (4 + 154) + 4 + 55];
+        peer.read_exact(&mut got).unwrap();
+        let mut want = Vec::new();
+        for seq in [1000, 1100, 1000] {
+            want.extend(framed(&tcp(seq, TCP_ACK, 100)));
+        }
+        let probe = &got[want.len() + 4..want.len() + 4 + 55];
+        assert_eq!(&got[..want.len()], &want[..]);
+        assert_eq!(&got[want.len()..want.len() + 4], &55u32.to_be_bytes());
+        assert_eq!(&probe[38..42], &1201u32.to_be_bytes(), "1 past the end");
+        assert_eq!(&probe[42..46], &77u32.to_be_bytes(), "same ACK number");
+        assert_eq!(probe[47], TCP_ACK);
+        assert_eq!(&probe[16..18], &41u16.to_be_bytes());
+        assert_eq!(checksum(0, &probe[14..34]), 0, "IP checksum");
+        let mut sum = 6 + 21;
+        for w in probe[26..34].chunks_exact(2) {
+            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        assert_eq!(checksum(sum, &probe[34..]), 0, "TCP checksum");
+        assert_eq!(
+            &got[want.len() + 59..],
+            &framed(&tcp(1100, TCP_ACK, 100))[..]
+        );
+    }
+
+    #[test]
+    fn one_byte_segment_filling_the_probe_gap_is_dropped() {
+        let mut p = AckProbe::default();
+        assert!(matches!(p.look(&tcp(1000, TCP_ACK, 100)), Probe::None));
+        assert!(matches!(p.look(&tcp(1000, TCP_ACK, 100)), Probe::After(_)));
+        assert!(matches!(p.look(&tcp(1100, TCP_ACK, 1)), Probe::Drop));
+        assert!(matches!(p.look(&tcp(1100, TCP_ACK, 2)), Probe::None));
+        assert!(matches!(p.look(&tcp(1102, TCP_ACK, 0)), Probe::None));
+        assert!(matches!(p.look(&tcp(5, TCP_SYN, 0)), Probe::None));
     }
 
     fn frame(n: usize, seed: u8) -> Vec<u8> {
