@@ -248,8 +248,19 @@ impl Drop for Proc {
 }
 
 /// The lines a program printed so far (collected by a helper thread).
+///
+/// The helper thread may lag behind the program: after the program exits,
+/// call [`Lines::wait_end`] before reading [`Lines::all`] as the whole
+/// output.
 #[derive(Clone, Default)]
-pub struct Lines(Arc<Mutex<Vec<String>>>);
+pub struct Lines(Arc<LinesInner>);
+
+#[derive(Default)]
+struct LinesInner {
+    lines: Mutex<Vec<String>>,
+    /// The stream has ended (EOF or a read error): no more lines come.
+    ended: std::sync::atomic::AtomicBool,
+}
 
 impl Lines {
     /// Collect `r`'s lines from now on.
@@ -258,15 +269,36 @@ impl Lines {
         let l = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(r).lines().map_while(Result::ok) {
-                l.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                l.0.lines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(line);
             }
+            l.0.ended.store(true, std::sync::atomic::Ordering::Release);
         });
         lines
     }
 
     /// A copy of every line so far.
     pub fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Wait at most `limit` until the stream has ended and every line is
+    /// in; `false` if it has not ended by then.
+    pub fn wait_end(&self, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        while !self.0.ended.load(std::sync::atomic::Ordering::Acquire) {
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 
     /// The first line that satisfies `f`, waiting at most `limit` for it.
@@ -729,9 +761,14 @@ impl Client {
         &self.out
     }
 
-    /// Wait at most `limit` for it to exit by itself.
+    /// Wait at most `limit` for it to exit by itself; once it has, its
+    /// output is complete in [`Client::out`] (bounded by another 5 s, in
+    /// case a child of it holds the pipes open).
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        self.proc.wait_exit(limit)
+        let st = self.proc.wait_exit(limit)?;
+        self.out.wait_end(Duration::from_secs(5));
+        self.err.wait_end(Duration::from_secs(5));
+        Some(st)
     }
 }
 
