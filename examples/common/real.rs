@@ -545,6 +545,30 @@ fn python(
     Proc::spawn("python3", &mut c)
 }
 
+/// Start a python server `script` (run with `ip`, `port` and `extra` as
+/// its arguments) and wait for its `ready PORT` line; `what` names it in
+/// messages.
+fn python_server(
+    place: &Place,
+    py: &Path,
+    script: &str,
+    ip: Ipv4Addr,
+    port: u16,
+    extra: &[String],
+    what: &str,
+) -> PeerResult<Server> {
+    let mut args = vec![ip.to_string(), port.to_string()];
+    args.extend_from_slice(extra);
+    let (mut proc, out, err) = python(place, py, script, &args)?;
+    let port = ready_port(&mut proc, &out, &err, what)?;
+    Ok(Server {
+        proc,
+        addr: SocketAddr::from((ip, port)),
+        out,
+        err,
+    })
+}
+
 /// Wait for a `ready PORT` line from a helper; returns the port.
 fn ready_port(p: &mut Proc, out: &Lines, err: &Lines, what: &str) -> PeerResult<u16> {
     match out.wait_for(Duration::from_secs(20), |l| l.starts_with("ready ")) {
@@ -608,17 +632,17 @@ print('ok', total, flush=True)
 /// checks every byte against the examples' pattern `seed`
 /// (`common::pattern`) and prints `ok BYTES` at end of stream.
 pub fn tcp_sink(place: &Place, ip: Ipv4Addr, port: u16, seed: u64) -> PeerResult<Server> {
-    let py = python3()?;
     let script = format!("{PATTERN_PY}{TCP_SINK}");
-    let args = [ip.to_string(), port.to_string(), seed.to_string()];
-    let (mut proc, out, err) = python(place, &py, &script, &args)?;
-    let port = ready_port(&mut proc, &out, &err, "python TCP sink")?;
-    Ok(Server {
-        proc,
-        addr: SocketAddr::from((ip, port)),
-        out,
-        err,
-    })
+    let extra = [seed.to_string()];
+    python_server(
+        place,
+        &python3()?,
+        &script,
+        ip,
+        port,
+        &extra,
+        "python TCP sink",
+    )
 }
 
 /// What a [`tcp_sink`] received: the byte count once the stream ended
@@ -660,20 +684,8 @@ s.serve_forever()
 
 /// A python thread-per-connection TCP echo server on `ip:port` (0: any).
 pub fn tcp_echo_server(place: &Place, ip: Ipv4Addr, port: u16) -> PeerResult<Server> {
-    let py = python3()?;
-    let (mut proc, out, err) = python(
-        place,
-        &py,
-        TCP_ECHO_SERVER,
-        &[ip.to_string(), port.to_string()],
-    )?;
-    let port = ready_port(&mut proc, &out, &err, "python TCP echo server")?;
-    Ok(Server {
-        proc,
-        addr: SocketAddr::from((ip, port)),
-        out,
-        err,
-    })
+    let what = "python TCP echo server";
+    python_server(place, &python3()?, TCP_ECHO_SERVER, ip, port, &[], what)
 }
 
 const TCP_ECHO_CLIENTS: &str = "
@@ -806,20 +818,8 @@ while True:
 
 /// A python UDP echo server on `ip:port` (0: any).
 pub fn udp_echo_server(place: &Place, ip: Ipv4Addr, port: u16) -> PeerResult<Server> {
-    let py = python3()?;
-    let (mut proc, out, err) = python(
-        place,
-        &py,
-        UDP_ECHO_SERVER,
-        &[ip.to_string(), port.to_string()],
-    )?;
-    let port = ready_port(&mut proc, &out, &err, "python UDP echo server")?;
-    Ok(Server {
-        proc,
-        addr: SocketAddr::from((ip, port)),
-        out,
-        err,
-    })
+    let what = "python UDP echo server";
+    python_server(place, &python3()?, UDP_ECHO_SERVER, ip, port, &[], what)
 }
 
 const UDP_ECHO_CLIENT: &str = "
@@ -964,15 +964,8 @@ s.serve_forever()
 /// record of it (`{"path", "type", "body"}`) and prints the same record
 /// as a `record {...}` line (see [`next_record`]).
 pub fn post_recorder(place: &Place, ip: Ipv4Addr) -> PeerResult<Server> {
-    let py = python3()?;
-    let (mut proc, out, err) = python(place, &py, POST_RECORDER, &[ip.to_string(), "0".into()])?;
-    let port = ready_port(&mut proc, &out, &err, "python POST recorder")?;
-    Ok(Server {
-        proc,
-        addr: SocketAddr::from((ip, port)),
-        out,
-        err,
-    })
+    let what = "python POST recorder";
+    python_server(place, &python3()?, POST_RECORDER, ip, 0, &[], what)
 }
 
 /// The `n`-th (from 0) record a [`post_recorder`] printed, waiting at most 10 s.
@@ -1253,14 +1246,8 @@ asyncio.run(main())
 /// message; fails the connection on any unmasked client frame.
 pub fn ws_echo_server(place: &Place, ip: Ipv4Addr) -> PeerResult<Server> {
     let py = python_with_websockets()?;
-    let (mut proc, out, err) = python(place, &py, WS_ECHO_SERVER, &[ip.to_string(), "0".into()])?;
-    let port = ready_port(&mut proc, &out, &err, "python websockets echo server")?;
-    Ok(Server {
-        proc,
-        addr: SocketAddr::from((ip, port)),
-        out,
-        err,
-    })
+    let what = "python websockets echo server";
+    python_server(place, &py, WS_ECHO_SERVER, ip, 0, &[], what)
 }
 
 const WS_CLIENTS: &str = "

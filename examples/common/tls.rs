@@ -78,22 +78,45 @@ fn ders(trust: &Trust) -> Result<Vec<Vec<u8>>, String> {
     }
 }
 
+/// Say what `trust` means for TLS running in `place` (with `cas` CA
+/// certificates read).
+#[cfg(feature = "tls")]
+fn announce(trust: &Trust, cas: usize, place: &str, say: &dyn Fn(fmt::Arguments<'_>)) {
+    if trust.insecure {
+        say(format_args!(
+            "--insecure: the server's certificate is NOT verified"
+        ));
+    } else if cas == 0 {
+        say(format_args!(
+            "no --ca: no certificate can be verified (give --ca FILE)"
+        ));
+    } else {
+        say(format_args!(
+            "TLS in {place}; trusting {cas} CA certificate(s) from --ca"
+        ));
+    }
+}
+
+/// Built without feature `tls`: say that the trust options are ignored.
+#[cfg(not(feature = "tls"))]
+fn not_applied(trust: &Trust, say: &dyn Fn(fmt::Arguments<'_>)) {
+    if trust.ca_pem.is_some() || trust.insecure {
+        say(format_args!(
+            "--ca / --insecure: not applied (built without feature `tls`)"
+        ));
+    }
+}
+
 /// Hand `trust` to a device whose firmware does TLS.
 #[cfg(feature = "tls")]
 fn firmware(dev: &Dev, trust: &Trust, say: &dyn Fn(fmt::Arguments<'_>)) -> Result<(), String> {
     use netdever::TlsTrust;
     let ders = ders(trust)?;
     let cas: Vec<&[u8]> = ders.iter().map(|d| d.as_slice()).collect();
+    announce(trust, cas.len(), "the chip's firmware", say);
     let t = if trust.insecure {
-        say(format_args!(
-            "--insecure: the server's certificate is NOT verified"
-        ));
         TlsTrust::DangerAcceptAnyCertificate
     } else {
-        say(format_args!(
-            "TLS in the chip's firmware; trusting {} CA certificate(s) from --ca",
-            cas.len()
-        ));
         TlsTrust::Cas(&cas)
     };
     dev.set_tls_trust(t)
@@ -104,11 +127,7 @@ fn firmware(dev: &Dev, trust: &Trust, say: &dyn Fn(fmt::Arguments<'_>)) -> Resul
 /// over, and the chip keeps what it trusts.
 #[cfg(not(feature = "tls"))]
 fn firmware(_: &Dev, trust: &Trust, say: &dyn Fn(fmt::Arguments<'_>)) -> Result<(), String> {
-    if trust.ca_pem.is_some() || trust.insecure {
-        say(format_args!(
-            "--ca / --insecure: not applied (built without feature `tls`)"
-        ));
-    }
+    not_applied(trust, say);
     Ok(())
 }
 
@@ -123,22 +142,10 @@ fn soft<R>(
     use netdever::tls::{SoftTls, TlsConfig, TlsPool};
     let ders = ders(trust)?;
     let cas: Vec<&[u8]> = ders.iter().map(|d| d.as_slice()).collect();
+    announce(trust, cas.len(), "software", say);
     let config = if trust.insecure {
-        say(format_args!(
-            "--insecure: the server's certificate is NOT verified"
-        ));
         TlsConfig::insecure_no_verify()
     } else {
-        if cas.is_empty() {
-            say(format_args!(
-                "no --ca: no certificate can be verified (give --ca FILE)"
-            ));
-        } else {
-            say(format_args!(
-                "TLS in software; trusting {} CA certificate(s) from --ca",
-                cas.len()
-            ));
-        }
         TlsConfig::new(&cas)
     };
     // Record buffers for one connection (about 21 KiB).
@@ -157,10 +164,6 @@ fn soft<R>(
     say: &dyn Fn(fmt::Arguments<'_>),
     f: impl FnOnce(&dyn Netdever) -> Result<R, String>,
 ) -> Result<R, String> {
-    if trust.ca_pem.is_some() || trust.insecure {
-        say(format_args!(
-            "--ca / --insecure: not applied (built without feature `tls`)"
-        ));
-    }
+    not_applied(trust, say);
     f(dev)
 }
