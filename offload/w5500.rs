@@ -806,7 +806,14 @@ impl<SPI: SpiDevice> Inner<SPI> {
         if eof || reset_reported {
             return Ok(Some(0));
         }
-        match self.sr(sn)? {
+        let sr = self.sr(sn)?;
+        // RSR was read before SR: data and the peer's FIN (or RST) may
+        // have arrived in between. Data comes before the FIN, so once SR
+        // shows the end, RSR read again holds everything that was sent.
+        if !matches!(sr, SOCK_ESTABLISHED | SOCK_SYNRECV | SOCK_FIN_WAIT) && self.rsr(sn)? > 0 {
+            return self.tcp_recv(fd, buf, peek, now);
+        }
+        match sr {
             SOCK_ESTABLISHED | SOCK_SYNRECV | SOCK_FIN_WAIT => {
                 if !self.link_up {
                     return Err(Error::NetworkDown);
