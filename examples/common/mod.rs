@@ -544,7 +544,13 @@ pub fn announce(line: impl std::fmt::Display) {
 /// The `main` of every example binary: parse the command line, build the
 /// network, run, report, exit (0 on success, 1 on failure, 2 on bad usage).
 pub fn main(spec: &Spec, run: RunFn) -> ! {
-    let o = match cli::parse(spec, std::env::args().skip(1)) {
+    run_parsed(spec, cli::parse(spec, std::env::args().skip(1)), run)
+}
+
+/// The rest of [`main`] once the command line is parsed (`Ok(None)`: help
+/// was asked for); examples with text options parse their own way first.
+pub fn run_parsed(spec: &Spec, parsed: Result<Option<Opts>, String>, run: RunFn) -> ! {
+    let o = match parsed {
         Ok(Some(o)) => o,
         Ok(None) => {
             print!("{}", cli::usage(spec));

@@ -13,10 +13,9 @@
 //! becomes an `Opts` method.
 
 use std::cell::RefCell;
-use std::time::Duration;
 
-use crate::common::cli::{self, Board, Opts, Spec};
-use crate::common::{announce, watchdog, Net, RunFn};
+use crate::common::cli::{self, Opts, Spec};
+use crate::common::RunFn;
 
 thread_local! {
     static TEXT: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
@@ -110,39 +109,5 @@ pub fn parse(
 /// `common::main` for an example with text options `text`: parse, build the
 /// network, run, report, exit (0 on success, 1 on failure, 2 on bad usage).
 pub fn main(spec: &Spec, run: RunFn, text: &[&str]) -> ! {
-    let o = match parse(spec, text, std::env::args().skip(1)) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{}", cli::usage(spec));
-            std::process::exit(0);
-        }
-        Err(e) => {
-            eprintln!("{}: {e}\n(try --help)", spec.name);
-            std::process::exit(2);
-        }
-    };
-    // Clients and self-tests are bounded; a server on a real link serves
-    // until killed or until --duration.
-    if !(o.serve || (spec.server && o.board != Board::Sim)) {
-        watchdog(spec.name, Duration::from_secs(120));
-    }
-    let net = match Net::from_opts(&o) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("{}: {e}", spec.name);
-            std::process::exit(1);
-        }
-    };
-    let r = run(&net, &o);
-    drop(net);
-    match r {
-        Ok(summary) => {
-            announce(format_args!("{}: ok: {summary}", spec.name));
-            std::process::exit(0);
-        }
-        Err(e) => {
-            eprintln!("{}: FAILED: {e}", spec.name);
-            std::process::exit(1);
-        }
-    }
+    crate::common::run_parsed(spec, parse(spec, text, std::env::args().skip(1)), run)
 }
