@@ -269,8 +269,45 @@ pub(crate) fn start_threads(shared: &Arc<Shared>, link: &Arc<Link>) {
     }
 }
 
-fn stopping(shared: &Shared, link: &Link) -> bool {
+pub(crate) fn stopping(shared: &Shared, link: &Link) -> bool {
     shared.shutdown.load(Ordering::SeqCst) || shared.gen() != link.gen
+}
+
+/// How many bytes a link reader may take from its host socket now: `None`
+/// when it should stop (the chip resets or the link closed); in passive
+/// mode what the receive `window` has room for, else `buf_len`. With no
+/// room it waits (at most a tick) for a read to make some and answers
+/// `Some(0)`: the caller asks again.
+pub(crate) fn reader_room(
+    shared: &Shared,
+    link: &Link,
+    window: usize,
+    buf_len: usize,
+) -> Option<usize> {
+    if stopping(shared, link) {
+        return None;
+    }
+    let passive = shared.passive.load(Ordering::SeqCst);
+    let room = {
+        let st = lock(&link.st);
+        if st.closed {
+            return None;
+        }
+        if passive {
+            window.saturating_sub(st.rx.len())
+        } else {
+            buf_len
+        }
+    };
+    if room == 0 {
+        // Wait for a read to make room, checking again under the lock the
+        // read notifies with (a read in between is not missed).
+        let st = lock(&link.st);
+        if !st.closed && window <= st.rx.len() {
+            let _ = link.cv.wait_timeout(st, TICK);
+        }
+    }
+    Some(room)
 }
 
 /// Remove `link` from the chip's table if it is still there.
@@ -320,28 +357,10 @@ fn tcp_reader(shared: &Arc<Shared>, link: &Arc<Link>) {
     let window = lock(&shared.world).recv_window;
     let mut buf = vec![0u8; 4096];
     loop {
-        if stopping(shared, link) {
+        let Some(room) = reader_room(shared, link, window, buf.len()) else {
             return;
-        }
-        let passive = shared.passive.load(Ordering::SeqCst);
-        let room = {
-            let st = lock(&link.st);
-            if st.closed {
-                return;
-            }
-            if passive {
-                window.saturating_sub(st.rx.len())
-            } else {
-                buf.len()
-            }
         };
         if room == 0 {
-            // Wait for a read to make room, checking again under the lock
-            // the read notifies with (a read in between is not missed).
-            let st = lock(&link.st);
-            if !st.closed && window <= st.rx.len() {
-                let _ = link.cv.wait_timeout(st, TICK);
-            }
             continue;
         }
         let want = room.min(buf.len());

@@ -755,10 +755,6 @@ fn run_link(
 type Reader<'a> = embedded_tls::blocking::TlsReader<'a, Io, Suite>;
 type Writer<'a> = embedded_tls::blocking::TlsWriter<'a, Io, Suite>;
 
-fn stopping(shared: &Shared, link: &Link) -> bool {
-    shared.shutdown.load(Ordering::SeqCst) || shared.gen() != link.gen
-}
-
 /// Decrypted data to the link's buffer (or the host), like the TCP reader,
 /// with what each piece cost on the wire (`wire_in` counts socket bytes).
 fn reader(
@@ -771,28 +767,10 @@ fn reader(
     let window = lock(&shared.world).recv_window;
     let mut buf = vec![0u8; 4096];
     loop {
-        if stopping(shared, link) {
+        let Some(room) = net::reader_room(shared, link, window, buf.len()) else {
             return;
-        }
-        let passive = shared.passive.load(Ordering::SeqCst);
-        let room = {
-            let st = lock(&link.st);
-            if st.closed {
-                return;
-            }
-            if passive {
-                window.saturating_sub(st.rx.len())
-            } else {
-                buf.len()
-            }
         };
         if room == 0 {
-            // Wait for a read to make room, checking again under the lock
-            // the read notifies with (a read in between is not missed).
-            let st = lock(&link.st);
-            if !st.closed && window <= st.rx.len() {
-                let _ = link.cv.wait_timeout(st, net::TICK);
-            }
             continue;
         }
         let want = room.min(buf.len());
@@ -803,7 +781,7 @@ fn reader(
                 net::deliver_wire(shared, link, net::link_remote(link), &buf[..n], Some(wire))
             }
             r => {
-                if stopping(shared, link) || lock(&link.st).closed {
+                if net::stopping(shared, link) || lock(&link.st).closed {
                     return;
                 }
                 // close_notify, TCP end or a broken stream: the peer is gone.
@@ -838,7 +816,7 @@ fn writer(shared: &Arc<Shared>, link: &Arc<Link>, w: &mut Writer<'_>) -> CloseMo
         let close = {
             let mut st = lock(&link.st);
             while st.tx.is_empty() && st.close.is_none() && !st.closed {
-                if stopping(shared, link) {
+                if net::stopping(shared, link) {
                     break;
                 }
                 st = link
