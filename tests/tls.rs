@@ -57,6 +57,10 @@ struct Env<D> {
     evil: SocketAddr,
     chain: SocketAddr,
     forged: SocketAddr,
+    /// [`NAMES`]: many DNS names, a wildcard, IP addresses.
+    names: SocketAddr,
+    /// [`IP_ONLY`]: IP addresses only.
+    ip_only: SocketAddr,
     /// A [`StallProxy`] in front of `good`.
     proxy: SocketAddr,
     stall: Arc<StallCtl>,
@@ -203,6 +207,7 @@ macro_rules! tls_cases {
             tcp_stream_connect_proto,
             untrusted_chain_is_rejected,
             wrong_host_name_is_rejected,
+            names_follow_rfc6125,
             validity_dates_follow_the_clock,
             insecure_option_accepts_untrusted_server,
             one_mib_each_way,
@@ -253,7 +258,10 @@ mod tap_fixture {
             .expect("address the kernel side");
         ns.ip(&["link", "set", TAP, "up"]).expect("set the TAP up");
         let mut at = Vec::new();
-        for (i, s) in [GOOD, EVIL, CHAIN, FORGED].iter().enumerate() {
+        for (i, s) in [GOOD, EVIL, CHAIN, FORGED, NAMES, IP_ONLY]
+            .iter()
+            .enumerate()
+        {
             let addr = SocketAddr::new(SERVER_IP.into(), 4433 + i as u16);
             let args = server_args(s, &addr.to_string());
             let args: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
@@ -300,6 +308,8 @@ mod tap_fixture {
             evil: at[1],
             chain: at[2],
             forged: at[3],
+            names: at[4],
+            ip_only: at[5],
             proxy,
             stall,
             _keep: Box::new(ns),
@@ -328,7 +338,7 @@ mod w5500_fixture {
         support::require(test, "the `openssl` program", have).ok()?;
         pki();
         let mut servers = LoopbackServers::default();
-        let at: Vec<SocketAddr> = [GOOD, EVIL, CHAIN, FORGED]
+        let at: Vec<SocketAddr> = [GOOD, EVIL, CHAIN, FORGED, NAMES, IP_ONLY]
             .iter()
             .map(|s| servers.spawn(s))
             .collect();
@@ -348,6 +358,8 @@ mod w5500_fixture {
             evil: at[1],
             chain: at[2],
             forged: at[3],
+            names: at[4],
+            ip_only: at[5],
             proxy,
             stall,
             _keep: Box::new((emu, servers)),
@@ -534,6 +546,43 @@ fn wrong_host_name_is_rejected<D: Dev>(env: &Env<D>) {
     assert_eq!(e, Error::CertificateInvalid);
     let ip = env.good.ip().to_string();
     let e = connect_err(env, TlsConfig::new(trusted()), &ip, env.good);
+    assert_eq!(e, Error::CertificateInvalid);
+}
+
+/// Host names and addresses are matched by RFC 6125: every DNS SAN (not
+/// only embedded-tls's first three), a leftmost wildcard label, iPAddress
+/// SANs for IP literals, the CN only without DNS SANs.
+fn names_follow_rfc6125<D: Dev>(env: &Env<D>) {
+    let mut pool = Box::new(TlsPool::<1>::new());
+    let tls = SoftTls::with_os_rng(env.dev.clone(), &mut pool, TlsConfig::new(trusted()))
+        .expect("SoftTls");
+    let ip = env.names.ip().to_string();
+    for host in ["tls-names.test", "B.Test", "x1.wild.test", "c.test.", &ip] {
+        let s = connect_stream(&tls, Some(host), env.names)
+            .unwrap_or_else(|e| panic!("{host} is named by the certificate: {e:?}"));
+        s.write_all(b"names\n").unwrap();
+        let mut back = [0u8; 6];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"seman\n", "{host}");
+    }
+    drop(tls);
+    for host in [
+        "tls-names",
+        "wild.test",
+        "a.b.wild.test",
+        "d.test",
+        "127.0.0.3",
+    ] {
+        let e = connect_err(env, TlsConfig::new(trusted()), host, env.names);
+        assert_eq!(e, Error::CertificateInvalid, "{host}");
+    }
+    let mut pool = Box::new(TlsPool::<1>::new());
+    let tls = SoftTls::with_os_rng(env.dev.clone(), &mut pool, TlsConfig::new(trusted()))
+        .expect("SoftTls");
+    let ip = env.ip_only.ip().to_string();
+    connect_stream(&tls, Some(&ip), env.ip_only).expect("an address-only certificate");
+    drop(tls);
+    let e = connect_err(env, TlsConfig::new(trusted()), HOST, env.ip_only);
     assert_eq!(e, Error::CertificateInvalid);
 }
 

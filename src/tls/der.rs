@@ -1,14 +1,15 @@
-//! Just enough DER to read the X.509 fields the chain checks need: issuer,
-//! subject, validity and basicConstraints. Signatures and names are checked
-//! by embedded-tls; this walker only looks at structure, never allocates,
-//! and treats anything it does not understand as "not a certificate".
+//! Just enough DER to read the X.509 fields our checks need: issuer,
+//! subject, validity, basicConstraints and where the extensions are (for
+//! the names in [`super::names`]). Signatures are checked by embedded-tls;
+//! this walker only looks at structure, never allocates, and treats
+//! anything it does not understand as "not a certificate".
 
 const TAG_BOOLEAN: u8 = 0x01;
 const TAG_OCTET_STRING: u8 = 0x04;
-const TAG_OID: u8 = 0x06;
+pub(crate) const TAG_OID: u8 = 0x06;
 const TAG_UTC_TIME: u8 = 0x17;
 const TAG_GENERALIZED_TIME: u8 = 0x18;
-const TAG_SEQUENCE: u8 = 0x30;
+pub(crate) const TAG_SEQUENCE: u8 = 0x30;
 const TAG_VERSION: u8 = 0xA0;
 const TAG_EXTENSIONS: u8 = 0xA3;
 /// id-ce-basicConstraints (2.5.29.19), content octets of the OID.
@@ -58,7 +59,7 @@ pub(crate) fn read_tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
     Some((tlv, &rest[len..]))
 }
 
-fn expect(input: &[u8], tag: u8) -> Option<(Tlv<'_>, &[u8])> {
+pub(crate) fn expect(input: &[u8], tag: u8) -> Option<(Tlv<'_>, &[u8])> {
     let (t, rest) = read_tlv(input)?;
     (t.tag == tag).then_some((t, rest))
 }
@@ -76,6 +77,9 @@ pub(crate) struct CertInfo<'a> {
     pub not_after: u64,
     /// basicConstraints says cA = TRUE.
     pub is_ca: bool,
+    /// The content of `extensions` (a SEQUENCE OF Extension), empty if
+    /// the certificate has none.
+    pub extensions: &'a [u8],
 }
 
 /// Read issuer, subject, validity and basicConstraints from a DER certificate.
@@ -100,11 +104,13 @@ pub(crate) fn parse_certificate(der: &[u8]) -> Option<CertInfo<'_>> {
     let not_after = parse_time(na)?;
 
     let mut is_ca = false;
+    let mut extensions: &[u8] = &[];
     while !rest.is_empty() {
         let (field, next) = read_tlv(rest)?;
         rest = next;
         if field.tag == TAG_EXTENSIONS {
             is_ca = basic_constraints_ca(field.value)?;
+            extensions = expect(field.value, TAG_SEQUENCE)?.0.value;
         }
     }
     Some(CertInfo {
@@ -113,18 +119,20 @@ pub(crate) fn parse_certificate(der: &[u8]) -> Option<CertInfo<'_>> {
         not_before,
         not_after,
         is_ca,
+        extensions,
     })
 }
 
-/// Walk `[3] { SEQUENCE OF Extension }` for basicConstraints' cA flag.
-fn basic_constraints_ca(explicit: &[u8]) -> Option<bool> {
-    let (exts, _) = expect(explicit, TAG_SEQUENCE)?;
-    let mut rest = exts.value;
+/// The `extnValue` content (what the OCTET STRING wraps) of the extension
+/// with OID `oid` in `extensions` (a SEQUENCE OF Extension's content);
+/// `Some(None)` if there is none, `None` if the list is malformed.
+pub(crate) fn extension<'a>(extensions: &'a [u8], oid: &[u8]) -> Option<Option<&'a [u8]>> {
+    let mut rest = extensions;
     while !rest.is_empty() {
         let (ext, next) = expect(rest, TAG_SEQUENCE)?;
         rest = next;
-        let (oid, body) = expect(ext.value, TAG_OID)?;
-        if oid.value != OID_BASIC_CONSTRAINTS {
+        let (id, body) = expect(ext.value, TAG_OID)?;
+        if id.value != oid {
             continue;
         }
         let (mut t, after) = read_tlv(body)?;
@@ -134,13 +142,22 @@ fn basic_constraints_ca(explicit: &[u8]) -> Option<bool> {
         if t.tag != TAG_OCTET_STRING {
             return None;
         }
-        let (bc, _) = expect(t.value, TAG_SEQUENCE)?;
-        return Some(match read_tlv(bc.value) {
-            Some((ca, _)) if ca.tag == TAG_BOOLEAN => ca.value.first().is_some_and(|&b| b != 0),
-            _ => false, // cA DEFAULT FALSE
-        });
+        return Some(Some(t.value));
     }
-    Some(false)
+    Some(None)
+}
+
+/// Walk `[3] { SEQUENCE OF Extension }` for basicConstraints' cA flag.
+fn basic_constraints_ca(explicit: &[u8]) -> Option<bool> {
+    let (exts, _) = expect(explicit, TAG_SEQUENCE)?;
+    let Some(body) = extension(exts.value, OID_BASIC_CONSTRAINTS)? else {
+        return Some(false);
+    };
+    let (bc, _) = expect(body, TAG_SEQUENCE)?;
+    Some(match read_tlv(bc.value) {
+        Some((ca, _)) if ca.tag == TAG_BOOLEAN => ca.value.first().is_some_and(|&b| b != 0),
+        _ => false, // cA DEFAULT FALSE
+    })
 }
 
 fn digits(s: &[u8]) -> Option<u32> {

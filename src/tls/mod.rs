@@ -36,8 +36,9 @@
 //! secp256r1, SNI = `host` (unless it is an IP literal). With
 //! [`Verify::Cas`] the server's chain must lead to one of the given CA
 //! certificates, every certificate above the leaf must be a CA
-//! (basicConstraints), the leaf's names (DNS SANs, else the CN) must match
-//! `host`, and, when a clock is configured, every certificate must be
+//! (basicConstraints), the leaf must name `host` by RFC 6125 (an IP
+//! literal an iPAddress SAN; a DNS name one of its DNS SANs, `*.` matching
+//! one leftmost label, or the CN when there are no DNS SANs), and, when a clock is configured, every certificate must be
 //! within its validity dates. Any of these failing is
 //! [`Error::CertificateInvalid`]; other handshake failures (alerts, no
 //! common parameters, bad records) are [`Error::Tls`]; transport failures
@@ -131,14 +132,19 @@
 //! One cipher suite (AES-128-GCM) and one group (secp256r1) are offered,
 //! no client certificates, no resumption. A KeyUpdate from the server
 //! breaks the connection (`Error::Tls`); a post-handshake ServerHello,
-//! Certificate or similar message makes embedded-tls panic. Host names
-//! match DNS SANs (at most 3) or the CN, not IP SANs.
+//! Certificate or similar message makes embedded-tls panic. embedded-tls
+//! also checks a name itself (its first three DNS SANs, then the CN) and
+//! cannot be told not to; after our own check it is given a name from the
+//! certificate, so a leaf whose first DNS SANs and CN are all no host
+//! names at all (a CN like `My Device` and no DNS SAN) is refused, and a
+//! DNS SAN or CN longer than 64 bytes makes the certificate unreadable.
 //!
 //! [embedded-tls]: https://docs.rs/embedded-tls
 
 mod config;
 mod der;
 mod io;
+mod names;
 mod pem;
 mod pool;
 mod verify;

@@ -1,9 +1,10 @@
 //! Server certificate verification: embedded-tls's rustpki verifier (chain
-//! signatures, host name, CertificateVerify signature) behind checks it
-//! does not make itself — which of several trusted CAs the chain leads to,
-//! that every certificate above the leaf is a CA (basicConstraints), that
-//! the chain links up by name, validity against a runtime clock — and a
-//! record of whether verification ran to the end.
+//! signatures, CertificateVerify signature) behind checks it does not make
+//! itself — which of several trusted CAs the chain leads to, that every
+//! certificate above the leaf is a CA (basicConstraints), that the chain
+//! links up by name, validity against a runtime clock, the host name by
+//! RFC 6125 including IP addresses ([`super::names`]) — and a record of
+//! whether verification ran to the end.
 
 use embedded_tls::blocking::{
     Aes128GcmSha256, Certificate, CertificateEntryRef, CertificateRef, CertificateVerifyRef,
@@ -13,6 +14,7 @@ use embedded_tls::pki::CertVerifier;
 
 use super::config::WallClock;
 use super::der;
+use super::names::Names;
 
 /// The cipher suite every connection uses.
 pub(crate) type Suite = Aes128GcmSha256;
@@ -123,9 +125,24 @@ impl TlsVerifier<Suite> for ChainVerifier<'_> {
         cert: CertificateRef<'_>,
     ) -> Result<(), TlsError> {
         let ca = self.anchor(&cert)?;
-        let mut inner = Inner::new(Certificate::X509(ca));
-        if inner.set_hostname_verification(self.host).is_err() {
+        // `anchor` saw an X.509 leaf first.
+        let Some(CertificateEntryRef::X509(leaf)) = cert.entries.first() else {
             return Err(self.reject());
+        };
+        let Some(names) = Names::of(leaf).filter(|n| n.matches(self.host)) else {
+            return Err(self.reject());
+        };
+        let mut inner = Inner::new(Certificate::X509(ca));
+        // embedded-tls insists on checking a name itself: give it one of
+        // the leaf's own (see `names`), the host having passed ours.
+        match names.accepted_name() {
+            Ok(Some(name)) => {
+                if inner.set_hostname_verification(&name).is_err() {
+                    return Err(self.reject());
+                }
+            }
+            Ok(None) => {}
+            Err(()) => return Err(self.reject()),
         }
         match inner.verify_certificate(transcript, cert) {
             Ok(()) => {

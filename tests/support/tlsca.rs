@@ -5,7 +5,9 @@
 //!
 //! Certificates: a test CA and a `tls.test` server certificate it signs, an
 //! impostor CA with the same name and its server certificate, a chain
-//! through an intermediate CA, and a certificate issued by a leaf.
+//! through an intermediate CA, a certificate issued by a leaf, and two for
+//! the name rules: one with many DNS names, a wildcard and IP addresses
+//! (127.0.0.1, 10.89.0.1), one with only those IP addresses and no CN.
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -51,6 +53,16 @@ basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature
 extendedKeyUsage = serverAuth
 subjectAltName = DNS:tls.test
+[names]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:a.test,DNS:b.test,DNS:c.test,DNS:tls-names.test,DNS:*.wild.test,IP:127.0.0.1,IP:10.89.0.1
+[iponly]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1,IP:10.89.0.1
 ";
 
 pub fn openssl(dir: &std::path::Path, args: &[&str]) {
@@ -103,7 +115,7 @@ pub fn pki() -> &'static Pki {
                 ],
             );
         };
-        let signed = |name: &str, cn: &str, issuer: &str, ext: &str, serial: &str| {
+        let signed = |name: &str, subj: &str, issuer: &str, ext: &str, serial: &str| {
             key(&format!("{name}.key"));
             openssl(
                 &dir,
@@ -115,7 +127,7 @@ pub fn pki() -> &'static Pki {
                     "-out",
                     &format!("{name}.csr"),
                     "-subj",
-                    &format!("/CN={cn}"),
+                    subj,
                     "-config",
                     "openssl.cnf",
                 ],
@@ -146,15 +158,26 @@ pub fn pki() -> &'static Pki {
         };
         // The CA the dut trusts, and the server certificate it signs.
         root("ca", "netdever test CA");
-        signed("server", HOST, "ca", "leaf", "0x1001");
+        let cn = format!("/CN={HOST}");
+        signed("server", &cn, "ca", "leaf", "0x1001");
         // An impostor CA with the very same name, and its server certificate.
         root("evil", "netdever test CA");
-        signed("evil-server", HOST, "evil", "leaf", "0x1002");
+        signed("evil-server", &cn, "evil", "leaf", "0x1002");
         // A chain: root → intermediate CA → server.
-        signed("inter", "netdever test intermediate", "ca", "ca", "0x1003");
-        signed("inter-server", HOST, "inter", "leaf", "0x1004");
+        signed(
+            "inter",
+            "/CN=netdever test intermediate",
+            "ca",
+            "ca",
+            "0x1003",
+        );
+        signed("inter-server", &cn, "inter", "leaf", "0x1004");
         // A "certificate" issued by a leaf (not a CA) that the CA signed.
-        signed("forged", HOST, "server", "leaf", "0x1005");
+        signed("forged", &cn, "server", "leaf", "0x1005");
+        // Name rules: DNS SANs past the third, a wildcard, IP addresses.
+        signed("names-server", "/CN=tls-names", "ca", "names", "0x1006");
+        // IP addresses only, and no CN.
+        signed("ip-server", "/O=netdever test", "ca", "iponly", "0x1007");
         Pki { dir }
     })
 }
@@ -199,6 +222,20 @@ pub const FORGED: Server = Server {
     cert: "forged.pem",
     key: "forged.key",
     chain: Some("server.pem"),
+};
+
+/// A certificate for `a.test`, `b.test`, `c.test`, `tls-names.test`,
+/// `*.wild.test`, 127.0.0.1 and 10.89.0.1 (CN `tls-names`).
+pub const NAMES: Server = Server {
+    cert: "names-server.pem",
+    key: "names-server.key",
+    chain: None,
+};
+/// A certificate for 127.0.0.1 and 10.89.0.1 only (no DNS name, no CN).
+pub const IP_ONLY: Server = Server {
+    cert: "ip-server.pem",
+    key: "ip-server.key",
+    chain: None,
 };
 
 /// The s_server command line for `s` listening on `accept`.
